@@ -1,0 +1,60 @@
+"""The encoder registry: HF ``config.model_type`` -> the module that implements it.
+
+Contract of an architecture module (one file per architecture, one entry here):
+
+    MODEL_TYPES: tuple[str, ...]   # HF config.model_type values, e.g. ("gpt2",)
+    MODALITY: str                  # "image" | "text"
+    POOLS: tuple[str, ...]         # selectable pools; POOLS[0] is the default
+    def build(hf_config, dtype) -> flax.linen.Module
+        # image: module(pixel_values [B, H, W, 3] float32, pool: str)
+        # text:  module(input_ids [B, T] int32, attention_mask [B, T] int32, pool: str)
+        # -> tuple of L+1 pooled features, each [B, D_l] float32 (layer 0 = embedding /
+        #    stem output, as HF's hidden_states); ``pool`` is a static name, "" = default.
+        # ``dtype`` is jnp.float32 or jnp.bfloat16 (compute dtype of the matmuls; bf16 dots
+        # take preferred_element_type=jnp.float32, outputs are float32 either way).
+    def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> params pytree
+        # strict: read through encoders.convert.StateDict and call .finish(), which raises
+        # encoders.convert.ConversionError listing missing / unexpected / misshaped keys.
+        # Returned leaves are float32 numpy; load() casts for bf16.
+
+Adding an architecture = writing that module and adding it to ``_ARCHITECTURES`` below
+(a plain tuple of imported modules, no string-to-import lookups).
+"""
+
+from __future__ import annotations
+
+import types
+
+from platonic_jax.encoders import dinov2, gpt2, resnet
+
+_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2)
+
+_CONTRACT = ("MODEL_TYPES", "MODALITY", "POOLS", "build", "convert")
+
+
+def _check(module: types.ModuleType) -> types.ModuleType:
+  missing = [a for a in _CONTRACT if not hasattr(module, a)]
+  if missing:
+    raise TypeError(f"encoder module {module.__name__} lacks {missing} (see registry.py)")
+  if module.MODALITY not in ("image", "text"):
+    raise TypeError(f"{module.__name__}.MODALITY must be 'image' or 'text'")
+  return module
+
+
+REGISTRY: dict[str, types.ModuleType] = {
+    t: _check(m) for m in _ARCHITECTURES for t in m.MODEL_TYPES}
+
+
+def supported() -> tuple[str, ...]:
+  """The model_type values :func:`get` accepts."""
+  return tuple(sorted(REGISTRY))
+
+
+def get(model_type: str) -> types.ModuleType:
+  """The architecture module for a HF ``config.model_type``; ValueError names the supported."""
+  try:
+    return REGISTRY[model_type]
+  except KeyError:
+    raise ValueError(f"unsupported model_type {model_type!r}; supported model types: "
+                     f"{', '.join(supported())}. Add an architecture module and register it "
+                     "in platonic_jax/encoders/registry.py.") from None
