@@ -1,0 +1,1 @@
+"""Paired data: the synthetic platonic world (``platonic_jax.data.synthetic``)."""
