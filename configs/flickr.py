@@ -36,9 +36,10 @@ def get_config(arg=None):
                                               text_max_length=77))
 
   c.adapter = ml_collections.ConfigDict(dict(kind="linear", dim=512, bias=False,
-                                             mlp_hidden=1024))
+                                             mlp_hidden=1024, dropout=0.0))
   c.loss = ml_collections.ConfigDict(dict(name="clip", tau=0.07, learn_tau=False,
-                                          tau_min=0.01, pairs="all", anchor="image"))
+                                          tau_min=0.01, pairs="all", anchor="image",
+                                          siglip_bias=-10.0))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=20 if tiny else 5_000,
       batch_size=16 if tiny else 1024,
@@ -49,7 +50,10 @@ def get_config(arg=None):
       ckpt_every=10 if tiny else 500,
       keep_ckpts=3,
       log_every=5 if tiny else 100,
-      multihost=False,
+      multihost=False,           # call jax.distributed.initialize() (TPU pods, multi-node GPU)
+      coordinator_address="",    # multihost: "host:port" of process 0; "" = auto-detect
+      num_processes=0,           # multihost: 0 = auto-detect
+      process_id=-1,             # multihost: -1 = auto-detect
   ))
   c.eval = ml_collections.ConfigDict(dict(
       metrics=("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cka",
@@ -57,6 +61,12 @@ def get_config(arg=None):
       k=10, ks=(5, 10, 20, 50), q=0.95,
       bootstrap=50 if tiny else 1000,
       retrieval_ks=(1, 5, 10),
+      ci=0.95,                   # level of the bootstrap confidence interval of the verdict
+      seed=0,                    # of the bootstrap resamples
+      max_samples=0,             # evaluate on the first N test samples (0 = all)
+      baselines=("procrustes", "cca", "perfect_alignment"),   # maps.* on the same features
+      baseline_dim=0,            # shared dim of the baselines; 0 = adapter.dim (capped by ranks)
+      feature_chunk_size=1024,   # rows per resumable chunk of the feature cache
   ))
   c.lock()
   return c

@@ -53,6 +53,7 @@ def get_config(arg=None):
       dim=32 if tiny else 128,   # d_e
       bias=False,
       mlp_hidden=256,
+      dropout=0.0,               # MLP head only
   ))
   c.loss = ml_collections.ConfigDict(dict(
       name="clip",               # "clip" (symmetric InfoNCE), "clip_one_way" (seed 000), "siglip"
@@ -61,6 +62,7 @@ def get_config(arg=None):
       tau_min=0.01,
       pairs="all",               # "all" pairs of modalities, or "anchor" (ImageBind style)
       anchor="image",
+      siglip_bias=-10.0,         # SigLIP logit bias (init when learn_tau)
   ))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=40 if tiny else 1_000,
@@ -73,6 +75,9 @@ def get_config(arg=None):
       keep_ckpts=3,
       log_every=5 if tiny else 50,
       multihost=False,           # call jax.distributed.initialize() (TPU pods, multi-node GPU)
+      coordinator_address="",    # multihost: "host:port" of process 0; "" = auto-detect
+      num_processes=0,           # multihost: 0 = auto-detect
+      process_id=-1,             # multihost: -1 = auto-detect
   ))
   c.eval = ml_collections.ConfigDict(dict(
       metrics=("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cka",
@@ -82,6 +87,12 @@ def get_config(arg=None):
       q=0.95,                    # outlier clamp of metrics.prepare
       bootstrap=200 if tiny else 1000,
       retrieval_ks=(1, 5, 10),
+      ci=0.95,                   # level of the bootstrap confidence interval of the verdict
+      seed=0,                    # of the bootstrap resamples
+      max_samples=0,             # evaluate on the first N test samples (0 = all)
+      baselines=("procrustes", "cca", "perfect_alignment"),   # maps.* on the same features
+      baseline_dim=0,            # shared dim of the baselines; 0 = adapter.dim (capped by ranks)
+      feature_chunk_size=4096,   # rows per resumable chunk of the feature cache
   ))
   c.lock()
   return c
