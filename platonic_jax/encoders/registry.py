@@ -15,7 +15,9 @@ Contract of an architecture module (one file per architecture, one entry here):
     def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> params pytree
         # strict: read through encoders.convert.StateDict and call .finish(), which raises
         # encoders.convert.ConversionError listing missing / unexpected / misshaped keys.
-        # Returned leaves are float32 numpy; load() casts for bf16.
+        # Returned leaves are float32 numpy. For bf16, load() casts the leaves whose
+        # name ends with "kernel" (the matmul / conv weights) to bfloat16 once; every
+        # other leaf (biases, norms, embeddings tables, positions) stays float32.
 
 Adding an architecture = writing that module and adding it to ``_ARCHITECTURES`` below
 (a plain tuple of imported modules, no string-to-import lookups).

@@ -1,0 +1,74 @@
+"""Building blocks shared by the encoder modules: mixed-precision dense / conv, activations.
+
+Precision policy (DESIGN.md pitfalls): with ``dtype=jnp.bfloat16`` operands are cast to
+bf16 and every dot / convolution accumulates and returns float32
+(``preferred_element_type=jnp.float32``), which is what reaches the bf16 matrix units of
+XLA:CPU (AMX) and GPUs/TPUs; layer norms, softmax and residual sums stay float32. With
+``dtype=jnp.float32`` dots run at ``Precision.HIGHEST`` so GPUs/TPUs do not silently drop
+to TF32 / bf16 passes: fp32 features then match PyTorch fp32 to ~1e-6.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def precision(dtype) -> lax.Precision:
+  return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else lax.Precision.DEFAULT
+
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, dtype) -> jax.Array:
+  """``x @ kernel + bias`` in ``dtype`` operands with a float32 result.
+
+  x: [..., Din]; kernel: [Din, Dout]; bias: [Dout] or None -> [..., Dout] float32.
+  """
+  y = jnp.einsum("...i,io->...o", x.astype(dtype), kernel.astype(dtype),  # [..., I] x [I, O] -> [..., O]
+                 precision=precision(dtype), preferred_element_type=jnp.float32)
+  return y if bias is None else y + bias.astype(jnp.float32)
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, dtype) -> jax.Array:
+  """2-D convolution, NHWC x HWIO -> NHWC float32, symmetric zero padding like torch.nn.Conv2d.
+
+  (``padding="SAME"`` pads asymmetrically for stride 2 and would not match PyTorch.)
+  """
+  return lax.conv_general_dilated(
+      x.astype(dtype), kernel.astype(dtype), window_strides=(stride, stride),
+      padding=((padding, padding), (padding, padding)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      precision=precision(dtype), preferred_element_type=jnp.float32)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+  """torch.nn.LayerNorm over the last axis, in float32 (two-pass variance, biased)."""
+  x = x.astype(jnp.float32)
+  mean = x.mean(-1, keepdims=True)
+  var = jnp.square(x - mean).mean(-1, keepdims=True)
+  return (x - mean) * lax.rsqrt(var + eps) * scale + bias
+
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),       # torch nn.GELU(): erf form
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),    # tanh form (GPT-2)
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str | None) -> Callable[[jax.Array], jax.Array]:
+  """The HF ``hidden_act`` name as a function (None = identity)."""
+  if name is None:
+    return lambda x: x
+  try:
+    return _ACTIVATIONS[name]
+  except KeyError:
+    raise ValueError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}") from None

@@ -1,0 +1,291 @@
+"""``encoders.load`` and the :class:`Encoder` that turns raw images / strings into features.
+
+    enc = encoders.load("microsoft/resnet-18" | "/local/hf/dir", dtype="float32")
+    feats = enc.encode(images, batch_size=64)            # np [N, D]
+    per_layer = enc.encode(images, layers="all")         # np [L, N, D] (or list, see encode)
+    for chunk in enc.encode_iter(stream, batch_size=64): ...   # streaming form
+
+Every batch has the same shape (the last one is padded with blank rows that are dropped
+from the output; text is padded to ``max_length`` tokens and masked), so each
+(batch size, layers, pool) compiles once. The batch axis is split over every device of a
+1-D ``data`` mesh with ``jax.shard_map`` (parameters replicated): no cross-device
+communication, so 8 devices give the same numbers as 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Iterable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from platonic_jax import sharding
+from platonic_jax.encoders import convert as convert_lib
+from platonic_jax.encoders import preprocess, registry
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16,
+           "bf16": jnp.bfloat16}
+# What a hub download fetches: configs, processor / tokenizer files, safetensors weights.
+_HUB_PATTERNS = ["*.json", "*.txt", "model.safetensors", "model-*.safetensors"]
+
+
+def resolve(name_or_dir: str) -> str:
+  """A local directory for a hub id or a directory (huggingface_hub cache; honours
+  ``HF_HUB_OFFLINE``). Falls back to ``pytorch_model.bin`` when the repo has no safetensors."""
+  if os.path.isdir(name_or_dir):
+    return name_or_dir
+  from huggingface_hub import snapshot_download  # local: only hub loads need it
+  try:
+    path = snapshot_download(name_or_dir, allow_patterns=_HUB_PATTERNS)
+    if not any(f.endswith(".safetensors") for f in os.listdir(path)):
+      path = snapshot_download(name_or_dir, allow_patterns=_HUB_PATTERNS + ["pytorch_model.bin"])
+  except Exception as e:  # noqa: BLE001 -- many hub error types; all mean "cannot get it"
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    hint = (" HF_HUB_OFFLINE is set and the model is not in the local cache;" if offline
+            else "")
+    raise ValueError(f"cannot load encoder {name_or_dir!r}: not a local directory and the hub "
+                     f"download failed ({type(e).__name__}: {e}).{hint} Fix: pass a directory "
+                     "with config.json + model.safetensors, or download the model first.") from e
+  return path
+
+
+def _cast_kernels(params: Any, dtype) -> Any:
+  """Matmul / conv weights (leaves named ``*kernel``) to ``dtype``; the rest stays float32."""
+  def cast(path, x):
+    name = getattr(path[-1], "key", "")
+    return jnp.asarray(x, dtype if str(name).endswith("kernel") else jnp.float32)
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
+class Encoder:
+  """A frozen encoder: raw items in, pooled per-layer features (numpy float32) out.
+
+  Attributes:
+    name: what ``load`` was given. modality: "image" | "text". dtype: compute dtype.
+    dims: width of each feature layer (layer 0 = embedding / stem). dim: ``dims[-1]``.
+    num_layers: ``len(dims)`` (HF ``hidden_states`` count: blocks + 1).
+    pools: selectable pools, ``pools[0]`` the default.
+    max_length: text only, tokens per caption (longer ones are truncated and counted in
+      ``num_truncated`` after each encode).
+  """
+
+  def __init__(self, name: str, hf_config: Any, arch: Any, params: Any, dtype,
+               mesh: jax.sharding.Mesh | None = None, image_spec=None, tokenizer=None,
+               max_length: int = 77):
+    self.name = name
+    self.hf_config = hf_config
+    self.arch = arch
+    self.modality = arch.MODALITY
+    self.pools = tuple(arch.POOLS)
+    self.dtype = jnp.dtype(dtype)
+    self.module = arch.build(hf_config, dtype)
+    self.mesh = mesh or sharding.data_mesh()
+    self.image_spec = image_spec
+    self.tokenizer = tokenizer
+    self.max_length = int(max_length)
+    self.num_truncated = 0
+    expected = jax.eval_shape(lambda: self.module.init(jax.random.key(0), *self._dummy()))
+    convert_lib.check_params(params, expected["params"], f"{name} parameters")
+    self.params = jax.device_put(_cast_kernels(params, self.dtype), sharding.replicated(self.mesh))
+    outs = jax.eval_shape(lambda p: self.module.apply({"params": p}, *self._dummy()), self.params)
+    self.dims = tuple(int(o.shape[-1]) for o in outs)
+    self.num_layers = len(self.dims)
+    self.dim = self.dims[-1]
+    self._fns: dict = {}
+
+  def __repr__(self):
+    return (f"Encoder({self.name!r}, modality={self.modality}, dims={self.dims}, "
+            f"dtype={self.dtype.name}, devices={self.mesh.size})")
+
+  # ----- inputs -------------------------------------------------------------------------
+  def _image_size(self) -> tuple[int, int]:
+    size = self.image_spec.output_size() if self.image_spec else None
+    if size is None:
+      s = getattr(self.hf_config, "image_size", 224)
+      size = (s, s) if isinstance(s, int) else tuple(s)
+    return size
+
+  def _dummy(self) -> tuple:
+    if self.modality == "image":
+      h, w = self._image_size()
+      return (jnp.zeros((1, h, w, 3), jnp.float32),)
+    return (jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), jnp.int32))
+
+  def _inputs(self, items: Sequence[Any], start: int) -> tuple[np.ndarray, ...]:
+    """Raw items -> model inputs (unpadded). ``start`` = index of items[0] for errors."""
+    if self.modality == "image":
+      return (preprocess.preprocess(items, self.image_spec, start),)
+    bad = [start + i for i, s in enumerate(items) if not isinstance(s, str)]
+    if bad:
+      raise ValueError(f"text encoder {self.name!r} got non-string items at {bad[:10]}")
+    from platonic_jax.encoders import tokenize  # local: the text path only
+    ids, mask, truncated = tokenize.tokenize(self.tokenizer, list(items), self.max_length)
+    self.num_truncated += truncated
+    # Fixed T = max_length: one compiled shape per batch size (pads are masked out).
+    pad = self.max_length - ids.shape[1]
+    ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=self.tokenizer.pad_token_id)
+    return ids, np.pad(mask, ((0, 0), (0, pad)))
+
+  # ----- compiled step ------------------------------------------------------------------
+  def _fn(self, pool: str, layers: tuple[int, ...]):
+    key = (pool, layers)
+    if key not in self._fns:
+      module = self.module
+      n_in = 1 if self.modality == "image" else 2
+
+      def per_device(params, *inputs):
+        feats = module.apply({"params": params}, *inputs, pool=pool)
+        return tuple(feats[i] for i in layers)
+
+      spec = P(sharding.DATA)
+      self._fns[key] = jax.jit(jax.shard_map(
+          per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
+          out_specs=tuple(spec for _ in layers)))
+    return self._fns[key]
+
+  def _layers(self, layers) -> tuple[int, ...]:
+    if layers is None:
+      return (self.num_layers - 1,)
+    if isinstance(layers, str):
+      if layers != "all":
+        raise ValueError(f"layers must be None, 'all' or a list of indices, got {layers!r}")
+      return tuple(range(self.num_layers))
+    if isinstance(layers, (int, np.integer)):
+      layers = [layers]
+    out = []
+    for i in layers:
+      if not -self.num_layers <= int(i) < self.num_layers:
+        raise ValueError(f"layer {i} out of range for {self.name!r}: it has {self.num_layers} "
+                         f"feature layers (0 = embedding/stem ... {self.num_layers - 1} = last)")
+      out.append(int(i) % self.num_layers)
+    if not out:
+      raise ValueError("layers is an empty list")
+    return tuple(out)
+
+  def _batch(self, batch_size: int) -> int:
+    if int(batch_size) < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = self.mesh.size
+    return -(-int(batch_size) // n) * n   # a multiple of the device count
+
+  # ----- public -------------------------------------------------------------------------
+  def encode_iter(self, items: Iterable[Any], batch_size: int = 64, layers=None,
+                  pool: str = "") -> Iterator[Any]:
+    """Streaming form of :meth:`encode`: yields one result per batch of ``batch_size``
+    items (the same type/shape rules as ``encode``, with N = that batch's count), in order.
+
+    ``items`` may be any iterable (a generator over a dataset that does not fit in
+    memory). Host preprocessing of batch i+1 overlaps the device computation of batch i.
+    """
+    if pool and pool not in self.pools:
+      raise ValueError(f"unknown pool {pool!r} for {self.name!r}; choose from {self.pools}")
+    if isinstance(items, (str, bytes)):
+      raise ValueError("encode expects a list of items; wrap a single item: [item]")
+    idx = self._layers(layers)
+    single = layers is None or isinstance(layers, (int, np.integer))
+    same_width = len({self.dims[i] for i in idx}) == 1
+    bs = self._batch(batch_size)
+    fn = self._fn(pool, idx)
+    in_sharding = sharding.batch_sharding(self.mesh)
+    self.num_truncated = 0
+
+    def chunks():
+      buf, start = [], 0
+      for item in items:
+        buf.append(item)
+        if len(buf) == bs:
+          yield start, buf
+          start, buf = start + bs, []
+      if buf:
+        yield start, buf
+
+    def finish(pending):
+      outs, n = pending
+      outs = [np.asarray(o)[:n] for o in outs]   # blocks on the device; drops pad rows
+      if single:
+        return outs[0]
+      return np.stack(outs) if same_width else outs
+
+    pending = None
+    for start, chunk in chunks():
+      inputs = self._inputs(chunk, start)
+      n = inputs[0].shape[0]
+      inputs = [sharding.pad_rows(x, bs)[0] for x in inputs]
+      outs = fn(self.params, *[jax.device_put(x, in_sharding) for x in inputs])  # async
+      if pending is not None:
+        yield finish(pending)
+      pending = (outs, n)
+    if pending is not None:
+      yield finish(pending)
+    if self.num_truncated:
+      log.warning("%s: %d texts were longer than max_length=%d tokens and were truncated",
+                  self.name, self.num_truncated, self.max_length)
+
+  def encode(self, items: Sequence[Any], batch_size: int = 64, layers=None,
+             pool: str = "") -> Any:
+    """Features of ``items``.
+
+    Args:
+      items: images (PIL images, uint8 [H, W(, C)] arrays, encoded bytes or paths) for an
+        image encoder; ``str`` captions for a text encoder.
+      batch_size: rows per compiled step (rounded up to a multiple of the device count).
+      layers: None -> the last layer, np [N, D]; ``"all"`` or a list of indices (negative
+        allowed; 0 = embedding / stem) -> np [len(layers), N, D] when those layers share a
+        width, else a list of np [N, D_l] (ResNet stages differ: 64, 128, 256, 512).
+      pool: one of ``self.pools``; "" = the default (``pools[0]``).
+
+    Returns float32 numpy whatever the compute dtype. Text encoders set
+    ``self.num_truncated`` (captions longer than ``max_length`` tokens) and log it.
+    """
+    parts = list(self.encode_iter(items, batch_size, layers, pool))
+    idx = self._layers(layers)
+    if not parts:
+      raise ValueError("encode got no items")
+    single = layers is None or isinstance(layers, (int, np.integer))
+    if single:
+      return np.concatenate(parts, axis=0)
+    if isinstance(parts[0], list):
+      return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(idx))]
+    return np.concatenate(parts, axis=1)
+
+
+def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
+         devices: Sequence[jax.Device] | None = None) -> Encoder:
+  """An :class:`Encoder` from a hub id or a local HF checkpoint directory.
+
+  Args:
+    name_or_dir: e.g. "microsoft/resnet-18", "openai-community/gpt2", "facebook/dinov2-base",
+      or a directory with config.json + model.safetensors (or pytorch_model.bin with torch)
+      and preprocessor_config.json (images) / tokenizer files (text).
+    dtype: "float32" or "bfloat16" (bf16 matmul operands, float32 accumulation and output).
+    max_length: text only: tokens per caption (longer ones truncated, counted).
+    devices: devices of the data mesh (default: all).
+  """
+  if isinstance(dtype, str):
+    if dtype not in _DTYPES:
+      raise ValueError(f"dtype {dtype!r} not supported; use 'float32' or 'bfloat16'")
+    dtype = _DTYPES[dtype]
+  elif jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+    raise ValueError(f"dtype {dtype} not supported; use float32 or bfloat16")
+  path = resolve(name_or_dir)
+  from transformers import AutoConfig  # local: slow import, only loading needs it
+  if not os.path.exists(os.path.join(path, "config.json")):
+    raise ValueError(f"{path} has no config.json (a Hugging Face checkpoint directory needs one)")
+  hf_config = AutoConfig.from_pretrained(path)
+  arch = registry.get(hf_config.model_type)
+  params = arch.convert(convert_lib.read_state_dict(path), hf_config)
+  image_spec = tokenizer = None
+  if arch.MODALITY == "image":
+    image_spec = preprocess.ImageSpec.from_dir(path)
+  else:
+    from platonic_jax.encoders import tokenize
+    tokenizer = tokenize.load_tokenizer(path)
+  mesh = sharding.data_mesh(devices)
+  return Encoder(name_or_dir, hf_config, arch, params, dtype, mesh, image_spec, tokenizer,
+                 max_length)

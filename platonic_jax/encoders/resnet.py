@@ -1,0 +1,174 @@
+"""ResNet (the Hugging Face ``ResNetConfig`` family: resnet-18/34/50/101/152) in flax.linen.
+
+Inference only: batch norm is folded into the preceding convolution at conversion time
+(``w' = w * gamma / sqrt(var + eps)``, ``b' = beta - mean * gamma / sqrt(var + eps)``,
+computed in float64), so every ConvBN is one convolution plus bias, which XLA fuses with
+the ReLU. NHWC layout (the fast one for XLA on CPU/GPU/TPU).
+
+Features (``hidden_states`` in HF terms): layer 0 = stem output (7x7/2 conv, BN, act,
+3x3/2 max pool), then one per stage; each is spatially pooled to [B, C_l]. The default
+``"avg"`` pool of the last layer equals HF's ``pooler_output``. Widths differ per layer
+(resnet-18: 64, 64, 128, 256, 512).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from platonic_jax.encoders import common
+from platonic_jax.encoders.convert import StateDict
+
+MODEL_TYPES = ("resnet",)
+MODALITY = "image"
+POOLS = ("avg", "max")   # global average (HF pooler) / global max over H, W
+
+_BN_EPS = 1e-5           # torch.nn.BatchNorm2d default; HF ResNet does not change it
+_REDUCTION = 4           # HF ResNetBottleNeckLayer(reduction=4); not a config field
+
+
+class ConvBN(nn.Module):
+  """Conv (bias-free in HF) + folded batch norm + optional activation."""
+  features: int
+  kernel_size: int
+  stride: int = 1
+  act: str | None = "relu"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.zeros, (k, k, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    y = common.conv(x, kernel, self.stride, k // 2, self.dtype) + bias
+    return common.activation(self.act)(y)
+
+
+class Block(nn.Module):
+  """HF ResNetBasicLayer (two 3x3) or ResNetBottleNeckLayer (1x1, 3x3, 1x1)."""
+  features: int
+  stride: int
+  bottleneck: bool
+  downsample_in_bottleneck: bool
+  act: str
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    if x.shape[-1] != self.features or self.stride != 1:
+      residual = ConvBN(self.features, 1, self.stride, None, self.dtype, name="shortcut")(x)
+    # HF's inner conv layers use their default activation "relu" whatever hidden_act says.
+    if self.bottleneck:
+      red = self.features // _REDUCTION
+      s1, s2 = (self.stride, 1) if self.downsample_in_bottleneck else (1, self.stride)
+      h = ConvBN(red, 1, s1, "relu", self.dtype, name="layer_0")(x)
+      h = ConvBN(red, 3, s2, "relu", self.dtype, name="layer_1")(h)
+      h = ConvBN(self.features, 1, 1, None, self.dtype, name="layer_2")(h)
+    else:
+      h = ConvBN(self.features, 3, self.stride, "relu", self.dtype, name="layer_0")(x)
+      h = ConvBN(self.features, 3, 1, None, self.dtype, name="layer_1")(h)
+    return common.activation(self.act)(h + residual)
+
+
+def _pool(x: jax.Array, pool: str) -> jax.Array:
+  """[B, H, W, C] -> [B, C] float32."""
+  if pool == "avg":
+    return x.mean(axis=(1, 2))
+  if pool == "max":
+    return x.max(axis=(1, 2))
+  raise ValueError(f"unknown ResNet pool {pool!r}; choose from {POOLS}")
+
+
+class ResNet(nn.Module):
+  """pixel_values [B, H, W, 3] float32 -> tuple of 1 + len(depths) features [B, C_l] float32."""
+  embedding_size: int
+  hidden_sizes: Sequence[int]
+  depths: Sequence[int]
+  bottleneck: bool
+  downsample_in_first_stage: bool
+  downsample_in_bottleneck: bool
+  act: str
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, pixel_values, pool: str = ""):
+    pool = pool or POOLS[0]
+    x = ConvBN(self.embedding_size, 7, 2, self.act, self.dtype, name="embedder")(pixel_values)
+    # torch MaxPool2d(3, 2, padding=1) pads with -inf, as reduce_window's init value does.
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    feats = [_pool(x, pool)]
+    for i, (width, depth) in enumerate(zip(self.hidden_sizes, self.depths)):
+      for j in range(depth):
+        stride = (2 if (i > 0 or self.downsample_in_first_stage) else 1) if j == 0 else 1
+        x = Block(width, stride, self.bottleneck, self.downsample_in_bottleneck, self.act,
+                  self.dtype, name=f"stage{i}_block{j}")(x)
+      feats.append(_pool(x, pool))
+    return tuple(feats)
+
+
+def _check_config(cfg) -> None:
+  if cfg.layer_type not in ("basic", "bottleneck"):
+    raise ValueError(f"ResNet layer_type {cfg.layer_type!r} is not 'basic' or 'bottleneck'")
+  if cfg.num_channels != 3:
+    raise ValueError(f"ResNet num_channels={cfg.num_channels}; only RGB (3) images are supported")
+
+
+def build(hf_config, dtype=jnp.float32) -> ResNet:
+  _check_config(hf_config)
+  return ResNet(
+      embedding_size=hf_config.embedding_size, hidden_sizes=tuple(hf_config.hidden_sizes),
+      depths=tuple(hf_config.depths), bottleneck=hf_config.layer_type == "bottleneck",
+      downsample_in_first_stage=bool(hf_config.downsample_in_first_stage),
+      downsample_in_bottleneck=bool(getattr(hf_config, "downsample_in_bottleneck", False)),
+      act=hf_config.hidden_act, dtype=dtype)
+
+
+def _conv_bn(sd: StateDict, prefix: str, cin: int, cout: int, k: int) -> dict[str, np.ndarray]:
+  """Reads ``{prefix}.convolution.weight`` [O, I, k, k] and ``{prefix}.normalization.*``;
+  returns the folded ``{"kernel": [k, k, I, O], "bias": [O]}``."""
+  w = sd.take(f"{prefix}.convolution.weight", (cout, cin, k, k)).astype(np.float64)
+  bn = {n: sd.take(f"{prefix}.normalization.{n}", (cout,)).astype(np.float64)
+        for n in ("weight", "bias", "running_mean", "running_var")}
+  scale = bn["weight"] / np.sqrt(bn["running_var"] + _BN_EPS)
+  kernel = w.transpose(2, 3, 1, 0) * scale                  # OIHW -> HWIO, scaled per output
+  bias = bn["bias"] - bn["running_mean"] * scale
+  return {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32)}
+
+
+def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> dict:
+  """HF ResNetModel / ResNetForImageClassification weights -> ResNet params (BN folded).
+
+  The classification head (``classifier.*``) and BN's ``num_batches_tracked`` counters are
+  known and unused; anything else left over, missing or misshaped raises ConversionError.
+  """
+  _check_config(hf_config)
+  sd = StateDict(state_dict, prefixes=("resnet.",),
+                 ignore=(r"classifier\..*", r".*\.num_batches_tracked"))
+  bottleneck = hf_config.layer_type == "bottleneck"
+  params = {"embedder": _conv_bn(sd, "embedder.embedder", hf_config.num_channels,
+                                 hf_config.embedding_size, 7)}
+  cin = hf_config.embedding_size
+  for i, (width, depth) in enumerate(zip(hf_config.hidden_sizes, hf_config.depths)):
+    for j in range(depth):
+      p = f"encoder.stages.{i}.layers.{j}"
+      stride = (2 if (i > 0 or hf_config.downsample_in_first_stage) else 1) if j == 0 else 1
+      block = {}
+      if cin != width or stride != 1:
+        block["shortcut"] = _conv_bn(sd, f"{p}.shortcut", cin, width, 1)
+      if bottleneck:
+        red = width // _REDUCTION
+        block["layer_0"] = _conv_bn(sd, f"{p}.layer.0", cin, red, 1)
+        block["layer_1"] = _conv_bn(sd, f"{p}.layer.1", red, red, 3)
+        block["layer_2"] = _conv_bn(sd, f"{p}.layer.2", red, width, 1)
+      else:
+        block["layer_0"] = _conv_bn(sd, f"{p}.layer.0", cin, width, 3)
+        block["layer_1"] = _conv_bn(sd, f"{p}.layer.1", width, width, 3)
+      params[f"stage{i}_block{j}"] = block
+      cin = width
+  sd.finish("ResNet checkpoint")
+  return params

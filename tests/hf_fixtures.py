@@ -1,0 +1,91 @@
+"""Tiny random Hugging Face checkpoints built offline for the encoder tests.
+
+Each builder saves a transformers PyTorch model with ``save_pretrained`` plus the image
+processor config next to it, and returns ``(directory, torch_model)``; the torch model is
+the numerical reference. Random batch-norm statistics / layer scales are set so that no
+parameter keeps a trivial initial value that would hide a conversion bug.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _randomize(model, seed: int) -> None:
+  """Every floating parameter and buffer gets random values (BN stats positive variance)."""
+  import torch
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+      if not t.is_floating_point():
+        continue
+      if name.endswith("running_var"):
+        t.copy_(0.5 + torch.rand(t.shape, generator=g))
+      elif name.endswith(("running_mean", "bias")):
+        t.copy_(0.1 * torch.randn(t.shape, generator=g))
+      elif name.endswith(("normalization.weight", "norm1.weight", "norm2.weight",
+                          "layernorm.weight")):
+        t.copy_(1.0 + 0.1 * torch.randn(t.shape, generator=g))
+      elif name.endswith("lambda1"):
+        t.copy_(0.5 + 0.1 * torch.randn(t.shape, generator=g))
+      else:
+        fan_in = int(np.prod(t.shape[1:])) if t.dim() > 1 else 1
+        t.copy_(torch.randn(t.shape, generator=g) / np.sqrt(max(fan_in, 1)))
+
+
+def tiny_resnet(directory: str, layer_type: str = "basic", seed: int = 0,
+                with_head: bool = True, **overrides):
+  """A 2-stage ResNet (stem 8, widths 8/16 or 16/32 bottleneck) + ConvNext processor
+  (shortest edge 32, crop_pct 0.875: resize to 36 then center-crop 32, as resnet-18's)."""
+  import torch
+  import transformers as T
+  torch.manual_seed(seed)
+  kw = dict(embedding_size=8, hidden_sizes=[8, 16] if layer_type == "basic" else [16, 32],
+            depths=[1, 2], layer_type=layer_type, num_labels=3)
+  kw.update(overrides)
+  cfg = T.ResNetConfig(**kw)
+  model = (T.ResNetForImageClassification(cfg) if with_head else T.ResNetModel(cfg)).eval()
+  _randomize(model, seed)
+  model.save_pretrained(directory)
+  T.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875, resample=3).save_pretrained(
+      directory)
+  return directory, (model.resnet if with_head else model)
+
+
+def tiny_dinov2(directory: str, swiglu: bool = False, seed: int = 0, image_size: int = 28,
+                crop=(42, 56), **overrides):
+  """A 2-layer DINOv2 (D=32, 4 heads, patch 14) trained at ``image_size`` (a 2x2 grid)
+  with a Bit processor whose crop is ``crop`` (H, W): a non-native 3x4 grid by default,
+  so position embeddings are interpolated."""
+  import torch
+  import transformers as T
+  torch.manual_seed(seed)
+  kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
+            image_size=image_size, patch_size=14, use_swiglu_ffn=swiglu)
+  kw.update(overrides)
+  model = T.Dinov2Model(T.Dinov2Config(**kw)).eval()
+  _randomize(model, seed)
+  model.save_pretrained(directory)
+  T.BitImageProcessor(size={"shortest_edge": max(crop) + 4},
+                      crop_size={"height": crop[0], "width": crop[1]},
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                      resample=3).save_pretrained(directory)
+  return directory, model
+
+
+def random_images(n: int, seed: int = 0, sizes=((40, 50), (37, 64), (64, 45))):
+  """``n`` random uint8 RGB arrays of varying sizes."""
+  rng = np.random.default_rng(seed)
+  return [rng.integers(0, 256, sizes[i % len(sizes)] + (3,), dtype=np.uint8) for i in range(n)]
+
+
+def hf_pixel_values(directory: str, images) -> "np.ndarray":
+  """The HF image processor's output for ``images``, NCHW float32 numpy."""
+  import transformers as T
+  proc = T.AutoImageProcessor.from_pretrained(directory)
+  return np.asarray(proc(images, return_tensors="np")["pixel_values"], np.float32)
+
+
+__all__ = ["tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values", "os"]
