@@ -1,0 +1,322 @@
+"""GPT-2 (every size) as a frozen Flax text encoder, numerically matching HF ``GPT2Model``.
+
+Architecture module of the encoder registry (contract in ``registry.py``):
+
+    module = build(hf_config, dtype)           # flax.linen.Module
+    feats = module.apply({"params": params}, input_ids, attention_mask, pool="mean")
+    # input_ids, attention_mask: [B, T] int32 (right padding; 1 = real token)
+    # feats: tuple of L + 1 arrays [B, D] float32 -- HF ``hidden_states`` semantics:
+    #   feats[0] = token + position embeddings, feats[i] = output of block i,
+    #   feats[L] = ln_f(output of block L) (== HF ``last_hidden_state``), each pooled.
+    params = convert(state_dict, hf_config)    # strict HF -> Flax conversion
+
+Numerics follow ``transformers.models.gpt2.modeling_gpt2`` (5.x): learned absolute
+positions ``arange(T)`` (what HF computes when no ``position_ids`` are given, whatever the
+padding), causal attention with the key padding mask, HF's Conv1D layout (``y = x @ W + b``
+with ``W [in, out]``, so weights copy without a transpose), the config's activation
+(``gelu_new`` for the released checkpoints), layer-norm epsilon, ``n_inner``,
+``scale_attn_weights``, ``scale_attn_by_inverse_layer_idx`` and ``reorder_and_upcast_attn``.
+
+Mixed precision (``dtype=jnp.bfloat16``): matmul operands are bf16 with float32
+accumulation and float32 results (``preferred_element_type``), while the residual stream,
+layer norms, softmax and pooling stay float32 -- the same roundings as PyTorch
+``autocast(bfloat16)``. Plain bf16-in/bf16-out dots would round the accumulator and, on
+XLA:CPU, miss the AMX matrix units (DESIGN.md, pitfalls). Kernels may be passed already
+cast to bf16 (``load`` does); casting inside is then a no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from platonic_jax.encoders.convert import StateDict
+
+MODEL_TYPES = ("gpt2",)
+MODALITY = "text"
+# "mean": masked mean over real tokens (the Platonic protocol, Huh et al. 2024, appendix);
+# "last": the last real token (what a causal LM "summarises" into).
+POOLS = ("mean", "last")
+
+# HF ACT2FN names -> JAX. Each matches transformers.activations numerically.
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_python_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_python": lambda x: jax.nn.gelu(x, approximate=False),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "linear": lambda x: x,
+}
+
+# Checkpoint keys that are known and deliberately unused (regexes on names without the
+# "transformer." prefix): the causal-mask buffers old checkpoints stored, and the task
+# heads of GPT2LMHeadModel / DoubleHeads / SequenceClassification / QA / TokenClassification,
+# which are not part of GPT2Model's hidden states.
+_IGNORED = (r"h\.\d+\.attn\.(bias|masked_bias)", r"lm_head\..*", r"multiple_choice_head\..*",
+            r"score\..*", r"qa_outputs\..*", r"classifier\..*")
+# Cross-attention weights exist when add_cross_attention=True but GPT2Model only uses them
+# with encoder_hidden_states, which a feature extractor never passes.
+_IGNORED_CROSS = (r"h\.\d+\.crossattention\..*", r"h\.\d+\.ln_cross_attn\..*")
+
+
+@dataclasses.dataclass(frozen=True)
+class GPT2Spec:
+  """The fields of a HF ``GPT2Config`` that change GPT2Model's numerics."""
+  vocab_size: int
+  n_positions: int
+  n_embd: int
+  n_layer: int
+  n_head: int
+  n_inner: int
+  activation_function: str
+  layer_norm_epsilon: float
+  scale_attn_weights: bool
+  scale_attn_by_inverse_layer_idx: bool
+  reorder_and_upcast_attn: bool
+  add_cross_attention: bool
+
+
+def _field(cfg: Any, name: str, default: Any) -> Any:
+  if isinstance(cfg, Mapping):
+    return cfg.get(name, default)
+  return getattr(cfg, name, default)
+
+
+def spec_from_config(hf_config: Any) -> GPT2Spec:
+  """Reads and validates a ``GPT2Config`` (or its ``config.json`` dict).
+
+  Raises ValueError naming the field for configurations GPT2Model cannot run or that
+  this module does not implement.
+  """
+  model_type = _field(hf_config, "model_type", "gpt2")
+  if model_type not in MODEL_TYPES:
+    raise ValueError(f"gpt2.build got a config of model_type {model_type!r}; it implements "
+                     f"{MODEL_TYPES}")
+  n_embd = int(_field(hf_config, "n_embd", _field(hf_config, "hidden_size", 768)))
+  n_head = int(_field(hf_config, "n_head", _field(hf_config, "num_attention_heads", 12)))
+  if n_embd % n_head:
+    raise ValueError(f"GPT-2 config: n_embd={n_embd} is not divisible by n_head={n_head}")
+  n_inner = _field(hf_config, "n_inner", None)
+  act = _field(hf_config, "activation_function", "gelu_new")
+  if act not in _ACTIVATIONS:
+    raise ValueError(f"GPT-2 config: activation_function={act!r} is not implemented; "
+                     f"supported: {', '.join(sorted(_ACTIVATIONS))}")
+  return GPT2Spec(
+      vocab_size=int(_field(hf_config, "vocab_size", 50257)),
+      n_positions=int(_field(hf_config, "n_positions",
+                             _field(hf_config, "max_position_embeddings", 1024))),
+      n_embd=n_embd,
+      n_layer=int(_field(hf_config, "n_layer", _field(hf_config, "num_hidden_layers", 12))),
+      n_head=n_head,
+      n_inner=int(n_inner) if n_inner is not None else 4 * n_embd,
+      activation_function=act,
+      layer_norm_epsilon=float(_field(hf_config, "layer_norm_epsilon", 1e-5)),
+      scale_attn_weights=bool(_field(hf_config, "scale_attn_weights", True)),
+      scale_attn_by_inverse_layer_idx=bool(
+          _field(hf_config, "scale_attn_by_inverse_layer_idx", False)),
+      reorder_and_upcast_attn=bool(_field(hf_config, "reorder_and_upcast_attn", False)),
+      add_cross_attention=bool(_field(hf_config, "add_cross_attention", False)),
+  )
+
+
+def _precision(dtype) -> jax.lax.Precision:
+  # fp32 means fp32: on GPUs/TPUs the DEFAULT precision would use TF32 / bf16 passes.
+  return jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
+
+
+class Dense(nn.Module):
+  """HF Conv1D: ``y = x @ kernel + bias`` with ``kernel [in, out]``; float32 result."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.normal(0.02), (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    # [B, T, D] x [D, E] -> [B, T, E], accumulated and returned in float32
+    y = jnp.einsum("btd,de->bte", x.astype(self.dtype), kernel.astype(self.dtype),
+                   preferred_element_type=jnp.float32, precision=_precision(self.dtype))
+    return y + bias.astype(jnp.float32)
+
+
+class Embed(nn.Module):
+  """A lookup table ``embedding [num, D]``; rows are gathered, then made float32."""
+  num: int
+  features: int
+
+  @nn.compact
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    table = self.param("embedding", nn.initializers.normal(0.02), (self.num, self.features))
+    return jnp.take(table, ids, axis=0).astype(jnp.float32)
+
+
+def _layer_norm(spec: GPT2Spec, name: str) -> nn.LayerNorm:
+  # Two-pass variance like torch.nn.LayerNorm (the fast E[x^2]-E[x]^2 form loses digits).
+  return nn.LayerNorm(epsilon=spec.layer_norm_epsilon, dtype=jnp.float32,
+                      param_dtype=jnp.float32, use_fast_variance=False, name=name)
+
+
+class Attention(nn.Module):
+  """Causal multi-head self-attention of GPT-2 block ``layer_idx``."""
+  spec: GPT2Spec
+  layer_idx: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, allowed: jax.Array) -> jax.Array:
+    """x: [B, T, D] float32; allowed: [B, 1, T, T] bool (query i may see key j)."""
+    spec = self.spec
+    b, t, d = x.shape
+    h = spec.n_head
+    qkv = Dense(3 * d, self.dtype, name="c_attn")(x)  # [B, T, 3D]: q | k | v
+    q, k, v = (a.reshape(b, t, h, d // h) for a in jnp.split(qkv, 3, axis=-1))
+    scale = 1.0
+    if spec.scale_attn_weights:
+      scale = (d // h) ** -0.5
+    if spec.scale_attn_by_inverse_layer_idx:
+      scale /= float(self.layer_idx + 1)
+    # reorder_and_upcast_attn: HF computes q k^T from float32 operands even under autocast.
+    qk_dtype = jnp.float32 if spec.reorder_and_upcast_attn else self.dtype
+    # [B, Tq, H, hd] x [B, Tk, H, hd] -> [B, H, Tq, Tk]
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(qk_dtype), k.astype(qk_dtype),
+                        preferred_element_type=jnp.float32, precision=_precision(qk_dtype))
+    # finfo.min, not -inf, as HF: a row with no visible key (padding) stays finite.
+    logits = jnp.where(allowed, logits * scale, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)  # float32 softmax
+    # [B, H, Tq, Tk] x [B, Tk, H, hd] -> [B, Tq, H, hd]
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v.astype(self.dtype),
+                     preferred_element_type=jnp.float32, precision=_precision(self.dtype))
+    return Dense(d, self.dtype, name="c_proj")(out.reshape(b, t, d))
+
+
+class MLP(nn.Module):
+  spec: GPT2Spec
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = Dense(self.spec.n_inner, self.dtype, name="c_fc")(x)
+    y = _ACTIVATIONS[self.spec.activation_function](y)  # float32 activation, as autocast
+    return Dense(self.spec.n_embd, self.dtype, name="c_proj")(y)
+
+
+class Block(nn.Module):
+  """Pre-LN transformer block: x + attn(ln_1(x)), then + mlp(ln_2(.))."""
+  spec: GPT2Spec
+  layer_idx: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, allowed: jax.Array) -> jax.Array:
+    x = x + Attention(self.spec, self.layer_idx, self.dtype, name="attn")(
+        _layer_norm(self.spec, "ln_1")(x), allowed)
+    return x + MLP(self.spec, self.dtype, name="mlp")(_layer_norm(self.spec, "ln_2")(x))
+
+
+def pool_tokens(h: jax.Array, mask: jax.Array, pool: str) -> jax.Array:
+  """Pools token features ``h [B, T, D]`` over real tokens (``mask [B, T]``) -> [B, D].
+
+  "mean": masked mean; a row without any real token (batch padding) gives zeros, not NaN.
+  "last": the feature of the last position whose mask is 1 (right padding: length - 1).
+  """
+  m = mask.astype(jnp.float32)
+  if pool == "mean":
+    total = jnp.sum(h * m[:, :, None], axis=1)  # [B, D]
+    return total / jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0)
+  if pool == "last":
+    pos = jnp.arange(h.shape[1])
+    last = jnp.max(jnp.where(mask > 0, pos[None, :], 0), axis=1)  # [B]
+    return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+  raise ValueError(f"unknown GPT-2 pool {pool!r}; choose one of {POOLS}")
+
+
+class GPT2(nn.Module):
+  """HF ``GPT2Model`` forward with every hidden state pooled (see module docstring)."""
+  spec: GPT2Spec
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
+               pool: str = "") -> tuple[jax.Array, ...]:
+    """input_ids, attention_mask: [B, T] int -> tuple of L + 1 arrays [B, D] float32."""
+    spec = self.spec
+    pool = pool or POOLS[0]
+    if pool not in POOLS:
+      raise ValueError(f"unknown GPT-2 pool {pool!r}; choose one of {POOLS}")
+    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+      raise ValueError(f"GPT-2 expects input_ids and attention_mask of the same shape [B, T]; "
+                       f"got {input_ids.shape} and {attention_mask.shape}")
+    b, t = input_ids.shape
+    if t > spec.n_positions:
+      raise ValueError(f"sequence length {t} exceeds GPT-2's n_positions={spec.n_positions}; "
+                       f"tokenize with max_length <= {spec.n_positions}")
+    # Positions arange(T) whatever the padding, as HF GPT2Model without position_ids.
+    x = (Embed(spec.vocab_size, spec.n_embd, name="wte")(input_ids)
+         + Embed(spec.n_positions, spec.n_embd, name="wpe")(jnp.arange(t))[None])
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    allowed = causal[None, None] & (attention_mask[:, None, None, :] > 0)  # [B, 1, T, T]
+    hidden = [x]
+    for i in range(spec.n_layer):
+      x = Block(spec, i, self.dtype, name=f"h_{i}")(x, allowed)
+      hidden.append(x)
+    hidden[-1] = _layer_norm(spec, "ln_f")(x)  # HF: the last hidden state is after ln_f
+    return tuple(pool_tokens(h, attention_mask, pool) for h in hidden)
+
+
+def build(hf_config: Any, dtype: Any = jnp.float32) -> GPT2:
+  """The Flax GPT-2 for a HF ``GPT2Config`` (or config dict); ``dtype`` = matmul operands."""
+  dtype = jnp.dtype(dtype)
+  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+    raise ValueError(f"GPT-2 compute dtype must be float32 or bfloat16, got {dtype}")
+  return GPT2(spec_from_config(hf_config), dtype=dtype)
+
+
+def convert(state_dict: Mapping[str, Any], hf_config: Any) -> dict[str, Any]:
+  """HF GPT-2 checkpoint ``{name: array}`` -> Flax params of :func:`build` (float32 numpy).
+
+  Accepts GPT2Model keys (``wte.weight``, ``h.0.attn.c_attn.weight``, ...) and the
+  ``transformer.``-prefixed keys of GPT2LMHeadModel & co.; task heads and causal-mask
+  buffers are ignored. Raises ``convert.ConversionError`` listing every missing,
+  unexpected and misshaped key.
+  """
+  spec = spec_from_config(hf_config)
+  ignore = _IGNORED + (_IGNORED_CROSS if spec.add_cross_attention else ())
+  sd = StateDict(state_dict, prefixes=("transformer.",), ignore=ignore)
+  d, inner = spec.n_embd, spec.n_inner
+
+  def dense(prefix, n_in, n_out):
+    # HF Conv1D stores weight [in, out]: the same layout as our kernel, no transpose.
+    return {"kernel": sd.take(f"{prefix}.weight", (n_in, n_out)),
+            "bias": sd.take(f"{prefix}.bias", (n_out,))}
+
+  def norm(prefix):
+    return {"scale": sd.take(f"{prefix}.weight", (d,)), "bias": sd.take(f"{prefix}.bias", (d,))}
+
+  params: dict[str, Any] = {
+      "wte": {"embedding": sd.take("wte.weight", (spec.vocab_size, d))},
+      "wpe": {"embedding": sd.take("wpe.weight", (spec.n_positions, d))},
+  }
+  for i in range(spec.n_layer):
+    p = f"h.{i}"
+    params[f"h_{i}"] = {
+        "ln_1": norm(f"{p}.ln_1"),
+        "attn": {"c_attn": dense(f"{p}.attn.c_attn", d, 3 * d),
+                 "c_proj": dense(f"{p}.attn.c_proj", d, d)},
+        "ln_2": norm(f"{p}.ln_2"),
+        "mlp": {"c_fc": dense(f"{p}.mlp.c_fc", d, inner),
+                "c_proj": dense(f"{p}.mlp.c_proj", inner, d)},
+    }
+  params["ln_f"] = norm("ln_f")
+  sd.finish(f"GPT-2 checkpoint (n_layer={spec.n_layer}, n_embd={d})")
+  return params

@@ -1,0 +1,281 @@
+"""GPT-2 encoder and tokenization vs transformers PyTorch ``GPT2Model`` (CPU, float64 pooling).
+
+Offline: every checkpoint is a tiny random GPT-2 saved with ``save_pretrained`` next to a
+byte-level BPE tokenizer trained here with ``tokenizers`` (vocab.json + merges.txt).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from platonic_jax.encoders import convert as convert_lib  # noqa: E402
+from platonic_jax.encoders import gpt2  # noqa: E402
+from platonic_jax.encoders import tokenize as tok_lib  # noqa: E402
+
+try:  # shared fixture builders (tests/hf_fixtures.py) when present
+  from hf_fixtures import make_gpt2_checkpoint  # noqa: E402
+except ImportError:
+  make_gpt2_checkpoint = None
+
+CAPTIONS = [
+    "A dog runs across the grass.",
+    "Two children are playing with a red ball in the park near a lake.",
+    "A man",
+    "Une femme lit un livre — café ☕ and émojis 🙂 too.",
+    "   leading spaces and trailing   ",
+    "A very long caption that keeps going and going, describing every small detail of "
+    "the busy street market, the vendors, the fruit, the bicycles and the pigeons.",
+]
+
+CORPUS = [
+    "a dog runs across the grass", "two children are playing with a red ball",
+    "a man rides a bicycle down the street", "a woman reads a book in a cafe",
+    "the pigeons sit on the roof of the market", "people walk near the lake in the park",
+] * 20
+
+
+def _train_tokenizer(directory, vocab_size: int = 400):
+  """A byte-level BPE tokenizer saved as vocab.json + merges.txt (GPT-2's file layout)."""
+  from tokenizers import ByteLevelBPETokenizer
+  bpe = ByteLevelBPETokenizer()
+  bpe.train_from_iterator(CORPUS, vocab_size=vocab_size, min_frequency=1,
+                          show_progress=False, special_tokens=["<|endoftext|>"])
+  bpe.save_model(str(directory))
+
+
+def _randomize(model, seed: int):
+  """Every parameter random (LN scales near 1, biases non-zero): a parity test must be
+  able to see a swapped scale / bias or a dropped bias, which HF's init (ones, zeros) hides."""
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "ln" in name and name.endswith("weight"):
+        p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+      elif name.endswith("bias"):
+        p.copy_(0.1 * torch.randn(p.shape, generator=g))
+      else:
+        p.copy_(0.15 * torch.randn(p.shape, generator=g))
+
+
+def build_gpt2_checkpoint(directory, seed: int = 0, **config_overrides):
+  """Tiny random GPT-2 + tokenizer in ``directory`` (config.json, model.safetensors,
+  vocab.json, merges.txt). Returns ``(directory, torch GPT2Model in eval mode)``."""
+  if make_gpt2_checkpoint is not None:
+    return make_gpt2_checkpoint(directory, seed=seed, **config_overrides)
+  _train_tokenizer(directory)
+  tok = transformers.GPT2Tokenizer.from_pretrained(str(directory))
+  fields = dict(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=3, n_head=4,
+                bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+  fields.update(config_overrides)
+  torch.manual_seed(seed)
+  model = transformers.GPT2Model(transformers.GPT2Config(**fields)).eval()
+  _randomize(model, seed)
+  model.save_pretrained(str(directory))
+  return str(directory), model
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  return build_gpt2_checkpoint(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(ckpt):
+  return tok_lib.load_tokenizer(ckpt[0])
+
+
+def _params(directory, config):
+  return gpt2.convert(convert_lib.read_state_dict(directory), config)
+
+
+def _features(config, params, ids, mask, pool="mean", dtype=jnp.float32):
+  module = gpt2.build(config, dtype)
+  fn = jax.jit(lambda p, i, m: module.apply({"params": p}, i, m, pool=pool))
+  return [np.asarray(f) for f in fn(params, jnp.asarray(ids), jnp.asarray(mask))]
+
+
+def _reference(model, tok, texts, max_length=128):
+  """PyTorch hidden states pooled in float64, from HF's own batched tokenization."""
+  batch = tok(texts, padding="longest", truncation=True, max_length=max_length,
+              return_tensors="pt")
+  with torch.no_grad():
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                output_hidden_states=True)
+  m = batch["attention_mask"].double().numpy()
+  hs = [h.double().numpy() for h in out.hidden_states]
+  mean = [np.einsum("btd,bt->bd", h, m) / m.sum(1, keepdims=True) for h in hs]
+  last_idx = m.sum(1).astype(int) - 1  # right padding
+  last = [h[np.arange(len(texts)), last_idx] for h in hs]
+  return {"mean": mean, "last": last}
+
+
+def _rel(a, b):
+  return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+def test_hidden_state_semantics_of_reference(ckpt):
+  # Guards the reference itself: HF 5's hidden_states end with ln_f's output.
+  _, model = ckpt
+  ids = torch.tensor([[1, 2, 3]])
+  out = model(ids, output_hidden_states=True)
+  assert len(out.hidden_states) == model.config.n_layer + 1
+  torch.testing.assert_close(out.hidden_states[-1], out.last_hidden_state)
+
+
+def test_convert_fills_exactly_the_module_params(ckpt):
+  directory, model = ckpt
+  params = _params(directory, model.config)
+  module = gpt2.build(model.config)
+  ids = jnp.zeros((1, 4), jnp.int32)
+  expected = jax.eval_shape(module.init, jax.random.key(0), ids, ids)["params"]
+  convert_lib.check_params(params, expected)
+
+
+@pytest.mark.parametrize("pool", ["mean", "last"])
+def test_fp32_parity_strings_in(ckpt, tokenizer, pool):
+  directory, model = ckpt
+  ids, mask, n_trunc = tok_lib.tokenize(tokenizer, CAPTIONS, max_length=128)
+  assert n_trunc == 0
+  ours = _features(model.config, _params(directory, model.config), ids, mask, pool)
+  ref = _reference(model, tokenizer, CAPTIONS)[pool]
+  assert len(ours) == len(ref) == model.config.n_layer + 1
+  for layer, (a, b) in enumerate(zip(ours, ref)):
+    assert a.shape == b.shape and a.dtype == np.float32
+    assert _rel(a, b) < 1e-4, (pool, layer, _rel(a, b))
+
+
+def test_bf16_parity(ckpt, tokenizer):
+  directory, model = ckpt
+  ids, mask, _ = tok_lib.tokenize(tokenizer, CAPTIONS, max_length=128)
+  params = _params(directory, model.config)
+  # As load() does: kernels pre-cast to bf16, the rest float32.
+  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16) if x.ndim == 2 else x, params)
+  ours = _features(model.config, params, ids, mask, "mean", jnp.bfloat16)
+  ref = _reference(model, tokenizer, CAPTIONS)["mean"]
+  errs = [_rel(a, b) for a, b in zip(ours, ref)]
+  assert all(a.dtype == np.float32 for a in ours)
+  assert max(errs) < 2e-2, errs
+  assert max(errs) > 1e-6, "bf16 path computed in float32: operands were not cast"
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(scale_attn_by_inverse_layer_idx=True, n_inner=48, activation_function="gelu",
+         layer_norm_epsilon=1e-3),
+    dict(scale_attn_weights=False, reorder_and_upcast_attn=True, activation_function="relu",
+         n_layer=2),
+])
+def test_config_variants_parity(tmp_path, overrides):
+  directory, model = build_gpt2_checkpoint(tmp_path, seed=1, **overrides)
+  # Read the config as saved, to test the fields round-trip through config.json.
+  config = transformers.GPT2Config.from_pretrained(directory)
+  tok = tok_lib.load_tokenizer(directory)
+  ids, mask, _ = tok_lib.tokenize(tok, CAPTIONS[:4], max_length=128)
+  ours = _features(config, _params(directory, config), ids, mask)
+  ref = _reference(model, tok, CAPTIONS[:4])["mean"]
+  errs = [_rel(a, b) for a, b in zip(ours, ref)]
+  assert max(errs) < 1e-4, errs
+
+
+def test_features_do_not_depend_on_batch_or_padding(ckpt, tokenizer):
+  directory, model = ckpt
+  params = _params(directory, model.config)
+  caption = CAPTIONS[0]
+  alone_ids, alone_mask, _ = tok_lib.tokenize(tokenizer, [caption], max_length=128)
+  batch_ids, batch_mask, _ = tok_lib.tokenize(tokenizer, CAPTIONS[::-1], max_length=128)
+  assert batch_ids.shape[1] > alone_ids.shape[1] + 8  # much more padding in the batch
+  row = len(CAPTIONS) - 1
+  for pool in gpt2.POOLS:
+    alone = _features(model.config, params, alone_ids, alone_mask, pool)
+    batch = _features(model.config, params, batch_ids, batch_mask, pool)
+    for a, b in zip(alone, batch):
+      np.testing.assert_allclose(a[0], b[row], rtol=1e-5, atol=1e-6)
+
+
+def test_truncation_is_counted_and_matches_hf(ckpt, tokenizer):
+  directory, model = ckpt
+  lengths = [len(tokenizer(c)["input_ids"]) for c in CAPTIONS]
+  max_length = sorted(lengths)[len(lengths) // 2]
+  ids, mask, n_trunc = tok_lib.tokenize(tokenizer, CAPTIONS, max_length=max_length)
+  assert n_trunc == sum(n > max_length for n in lengths) > 0
+  assert ids.shape[1] == max_length
+  np.testing.assert_array_equal(mask.sum(1), np.minimum(lengths, max_length))
+  hf = tokenizer(CAPTIONS, padding="max_length", truncation=True, max_length=max_length)
+  np.testing.assert_array_equal(ids, np.asarray(hf["input_ids"]))
+  np.testing.assert_array_equal(mask, np.asarray(hf["attention_mask"]))
+  ours = _features(model.config, _params(directory, model.config), ids, mask)
+  ref = _reference(model, tokenizer, CAPTIONS, max_length=max_length)["mean"]
+  assert max(_rel(a, b) for a, b in zip(ours, ref)) < 1e-4
+
+
+def test_tokenize_pads_right_with_eos(tokenizer):
+  ids, mask, _ = tok_lib.tokenize(tokenizer, ["a dog", CAPTIONS[1]], max_length=128)
+  assert ids.dtype == mask.dtype == np.int32
+  assert ids.shape[1] % 8 == 0
+  n = len(tokenizer("a dog")["input_ids"])
+  assert mask[0, :n].all() and not mask[0, n:].any()
+  assert (ids[0, n:] == tokenizer.eos_token_id).all()
+  np.testing.assert_array_equal(ids[0, :n], tokenizer("a dog")["input_ids"])
+
+
+def test_tokenize_rejects_bad_input(tokenizer):
+  with pytest.raises(ValueError, match=r"\[1\].*no tokens"):
+    tok_lib.tokenize(tokenizer, ["a dog", ""], max_length=8)
+  with pytest.raises(TypeError, match=r"\[1\]"):
+    tok_lib.tokenize(tokenizer, ["a dog", None], max_length=8)
+  with pytest.raises(TypeError, match="one str"):
+    tok_lib.tokenize(tokenizer, "a dog", max_length=8)
+  with pytest.raises(ValueError, match="max_length"):
+    tok_lib.tokenize(tokenizer, ["a dog"], max_length=0)
+
+
+def test_load_tokenizer_errors(tmp_path):
+  with pytest.raises(ValueError, match="vocab.json"):
+    tok_lib.load_tokenizer(str(tmp_path))
+
+
+def test_lm_head_checkpoint_converts_like_base_model(ckpt):
+  directory, model = ckpt
+  lm = transformers.GPT2LMHeadModel(model.config)
+  lm.transformer.load_state_dict(model.state_dict())
+  sd = {k: v.numpy() for k, v in lm.state_dict().items()}
+  assert "transformer.wte.weight" in sd and "lm_head.weight" in sd
+  sd["transformer.h.0.attn.bias"] = np.tril(np.ones((1, 1, 128, 128), np.float32))  # old buffer
+  base = _params(directory, model.config)
+  for a, b in zip(jax.tree.leaves(gpt2.convert(sd, model.config)), jax.tree.leaves(base)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_strict_conversion_names_the_keys(ckpt):
+  directory, model = ckpt
+  sd = dict(convert_lib.read_state_dict(directory))
+  del sd["h.1.mlp.c_fc.bias"]
+  sd["h.0.attn.extra_proj.weight"] = np.zeros((4, 4), np.float32)
+  sd["wpe.weight"] = np.zeros((32, 32), np.float32)
+  with pytest.raises(convert_lib.ConversionError) as e:
+    gpt2.convert(sd, model.config)
+  msg = str(e.value)
+  assert "h.1.mlp.c_fc.bias" in msg and "h.0.attn.extra_proj.weight" in msg
+  assert "wpe.weight has shape (32, 32), expected (128, 32)" in msg
+  assert e.value.missing == ["h.1.mlp.c_fc.bias"]
+
+
+def test_config_and_input_errors(ckpt):
+  _, model = ckpt
+  cfg = model.config.to_dict()
+  with pytest.raises(ValueError, match="gelu_new"):
+    gpt2.build(dict(cfg, activation_function="nonsense"))
+  with pytest.raises(ValueError, match="divisible"):
+    gpt2.build(dict(cfg, n_head=5))
+  module = gpt2.build(cfg)
+  too_long = jnp.zeros((1, 129), jnp.int32)
+  with pytest.raises(ValueError, match="n_positions=128"):
+    jax.eval_shape(module.init, jax.random.key(0), too_long, too_long)
+  ids = jnp.zeros((1, 4), jnp.int32)
+  with pytest.raises(ValueError, match="pool"):
+    jax.eval_shape(lambda: module.init(jax.random.key(0), ids, ids, pool="max"))
