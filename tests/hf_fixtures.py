@@ -82,10 +82,16 @@ def random_images(n: int, seed: int = 0, sizes=((40, 50), (37, 64), (64, 45))):
 
 
 def hf_pixel_values(directory: str, images) -> "np.ndarray":
-  """The HF image processor's output for ``images``, NCHW float32 numpy."""
+  """The HF image processor's output for ``images``, NCHW float32 numpy.
+
+  ``do_convert_rgb=True`` is forced: ConvNextImageProcessor (resnet-18's) leaves it unset
+  and then fails on grayscale / palette images, which platonic_jax always converts with
+  transformers' own rule (alpha composited on white).
+  """
   import transformers as T
   proc = T.AutoImageProcessor.from_pretrained(directory)
-  return np.asarray(proc(images, return_tensors="np")["pixel_values"], np.float32)
+  return np.asarray(proc(images, return_tensors="np", do_convert_rgb=True)["pixel_values"],
+                    np.float32)
 
 
 __all__ = ["tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values", "os"]

@@ -1,0 +1,303 @@
+"""Encoder core, ResNet and DINOv2 vs transformers PyTorch (CPU) on tiny random checkpoints.
+
+Offline: checkpoints are built here (tests/hf_fixtures.py) with ``save_pretrained`` and
+saved image-processor configs; raw images go in, features come out and are compared with
+the HF image processor + PyTorch model (``output_hidden_states``), pooled in float64.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import hf_fixtures as fx  # noqa: E402
+from platonic_jax import encoders  # noqa: E402
+from platonic_jax.encoders import convert as convert_lib  # noqa: E402
+from platonic_jax.encoders import dinov2, preprocess, registry, resnet  # noqa: E402
+
+FP32_TOL, BF16_TOL = 1e-4, 2e-2
+
+
+def _rel(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _torch_hidden(model, directory, images):
+  pv = fx.hf_pixel_values(directory, images)
+  with torch.no_grad():
+    return model(torch.from_numpy(pv), output_hidden_states=True)
+
+
+@pytest.fixture(scope="module", params=["basic", "bottleneck"])
+def resnet_ckpt(request, tmp_path_factory):
+  return fx.tiny_resnet(str(tmp_path_factory.mktemp(f"resnet_{request.param}")), request.param)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["mlp", "swiglu"])
+def dinov2_ckpt(request, tmp_path_factory):
+  return fx.tiny_dinov2(str(tmp_path_factory.mktemp("dinov2")), swiglu=request.param)
+
+
+@pytest.fixture(scope="module")
+def images():
+  return fx.random_images(5, seed=1)
+
+
+# ----- preprocessing -------------------------------------------------------------------
+
+def _pil_modes():
+  rng = np.random.default_rng(3)
+  rgb = Image.fromarray(rng.integers(0, 256, (41, 53, 3), dtype=np.uint8))
+  rgba = Image.fromarray(rng.integers(0, 256, (47, 38, 4), dtype=np.uint8), "RGBA")
+  pal_t = rgb.convert("P")
+  pal_t.info["transparency"] = 0
+  return {"RGB": rgb, "L": rgb.convert("L"), "RGBA": rgba, "LA": rgba.convert("LA"),
+          "CMYK": rgb.convert("CMYK"), "P": rgb.convert("P"), "P+transparency": pal_t,
+          "I;16": rgb.convert("L").convert("I;16")}
+
+
+@pytest.mark.parametrize("builder", ["resnet", "dinov2"])
+def test_preprocess_matches_hf_image_processor(builder, tmp_path):
+  """ConvNext (resnet) and Bit (DINOv2) processors: the same float32 pixels, all PIL modes."""
+  d = str(tmp_path)
+  if builder == "resnet":
+    fx.tiny_resnet(d)
+  else:
+    fx.tiny_dinov2(d)
+  spec = preprocess.ImageSpec.from_dir(d)
+  modes = _pil_modes()
+  ours = preprocess.preprocess(list(modes.values()), spec)
+  ref = fx.hf_pixel_values(d, list(modes.values())).transpose(0, 2, 3, 1)
+  for i, mode in enumerate(modes):
+    np.testing.assert_allclose(ours[i], ref[i], atol=1e-6, err_msg=mode)
+  # uint8 arrays (gray, RGB, RGBA) equal their PIL equivalents.
+  arr = np.asarray(modes["RGBA"])
+  np.testing.assert_array_equal(preprocess.preprocess([arr], spec)[0], ours[2])
+
+
+def test_preprocess_accepts_paths_and_bytes(tmp_path, resnet_ckpt):
+  spec = preprocess.ImageSpec.from_dir(resnet_ckpt[0])
+  img = Image.fromarray(fx.random_images(1)[0])
+  path = tmp_path / "x.png"
+  img.save(path)
+  buf = io.BytesIO()
+  img.save(buf, format="PNG")
+  out = preprocess.preprocess([img, str(path), buf.getvalue()], spec)
+  np.testing.assert_array_equal(out[0], out[1])
+  np.testing.assert_array_equal(out[0], out[2])
+
+
+# ----- parity ----------------------------------------------------------------------------
+
+def test_resnet_parity_fp32_all_layers(resnet_ckpt, images):
+  directory, model = resnet_ckpt
+  out = _torch_hidden(model, directory, images)
+  enc = encoders.load(directory)
+  assert enc.modality == "image" and enc.num_layers == len(out.hidden_states)
+  feats = enc.encode(images, batch_size=8, layers="all")
+  assert isinstance(feats, list)  # widths differ: one [N, D_l] per layer
+  for l, (f, h) in enumerate(zip(feats, out.hidden_states)):
+    ref = h.double().mean((2, 3)).numpy()
+    assert f.shape == ref.shape and f.dtype == np.float32
+    assert _rel(f, ref) < FP32_TOL, l
+  last = enc.encode(images, batch_size=8)   # default: last layer == HF pooler_output
+  assert _rel(last, out.pooler_output[:, :, 0, 0].numpy()) < FP32_TOL
+  mx = enc.encode(images, batch_size=8, layers=[-1], pool="max")
+  assert _rel(mx[0], out.hidden_states[-1].amax((2, 3)).numpy()) < FP32_TOL
+
+
+def test_resnet_parity_bf16(resnet_ckpt, images):
+  directory, model = resnet_ckpt
+  out = _torch_hidden(model, directory, images)
+  feats = encoders.load(directory, dtype="bfloat16").encode(images, batch_size=8, layers="all")
+  for l, (f, h) in enumerate(zip(feats, out.hidden_states)):
+    assert f.dtype == np.float32
+    assert _rel(f, h.double().mean((2, 3)).numpy()) < BF16_TOL, l
+
+
+def test_dinov2_parity_non_native_size(dinov2_ckpt, images):
+  """Trained on a 2x2 patch grid, fed 42x56 crops (3x4 grid): positions interpolated.
+  The mean-of-patches pool at layer 0 checks the interpolated positions directly."""
+  directory, model = dinov2_ckpt
+  out = _torch_hidden(model, directory, images)
+  assert out.hidden_states[0].shape[1] == 1 + 3 * 4
+  enc = encoders.load(directory)
+  cls = enc.encode(images, batch_size=8, layers="all")
+  mean = enc.encode(images, batch_size=8, layers="all", pool="mean")
+  hs = [h.double().numpy() for h in out.hidden_states[:-1]] + [out.last_hidden_state.double().numpy()]
+  assert cls.shape == (len(hs), len(images), 32)
+  for l, h in enumerate(hs):
+    assert _rel(cls[l], h[:, 0]) < FP32_TOL, l
+    assert _rel(mean[l], h[:, 1:].mean(1)) < FP32_TOL, l
+  assert _rel(enc.encode(images, batch_size=8), out.pooler_output.numpy()) < FP32_TOL
+  bf = encoders.load(directory, dtype="bfloat16").encode(images, batch_size=8, layers="all",
+                                                         pool="mean")
+  for l, h in enumerate(hs):
+    assert _rel(bf[l], h[:, 1:].mean(1)) < BF16_TOL, l
+
+
+@pytest.mark.parametrize("n_in,n_out", [(4, 7), (5, 3), (6, 6), (2, 9)])
+def test_position_interpolation_matches_torch_bicubic(n_in, n_out):
+  rng = np.random.default_rng(0)
+  grid = rng.normal(size=(1, 5, n_in, n_in)).astype(np.float32)
+  ref = torch.nn.functional.interpolate(torch.from_numpy(grid), size=(n_out, n_out + 1),
+                                        mode="bicubic", align_corners=False).numpy()
+  pos = np.concatenate([rng.normal(size=(1, 5)), grid[0].reshape(5, -1).T]).astype(np.float32)
+  ours = np.asarray(dinov2.interpolate_positions(pos, n_out, n_out + 1))
+  np.testing.assert_allclose(ours[0], pos[0])
+  np.testing.assert_allclose(ours[1:], ref[0].reshape(5, -1).T, atol=1e-5)
+
+
+# ----- batching, devices, streaming ------------------------------------------------------
+
+def test_eight_devices_equal_one_and_batching_is_invisible(dinov2_ckpt, num_devices):
+  directory, _ = dinov2_ckpt
+  imgs = fx.random_images(11, seed=2)
+  enc8 = encoders.load(directory)
+  enc1 = encoders.load(directory, devices=jax.devices()[:1])
+  assert enc8.mesh.size == num_devices and enc1.mesh.size == 1
+  a = enc8.encode(imgs, batch_size=8, layers="all")        # 2 batches, the last padded
+  b = enc1.encode(imgs, batch_size=3, layers="all")        # 4 batches, the last padded
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # The streaming form yields per-batch results in order, from a generator.
+  parts = list(enc8.encode_iter((im for im in imgs), batch_size=8, layers=[0, 2]))
+  assert [p.shape for p in parts] == [(2, 8, 32), (2, 3, 32)]
+  np.testing.assert_array_equal(np.concatenate(parts, axis=1), a[[0, 2]])
+
+
+def test_layers_argument_shapes_and_errors(resnet_ckpt, images):
+  enc = encoders.load(resnet_ckpt[0])
+  feats = enc.encode(images[:2], batch_size=8, layers=[0, -1])
+  assert [f.shape for f in feats] == [(2, enc.dims[0]), (2, enc.dim)]
+  with pytest.raises(ValueError, match="out of range"):
+    enc.encode(images, layers=[enc.num_layers])
+  with pytest.raises(ValueError, match="unknown pool"):
+    enc.encode(images, pool="cls")
+  with pytest.raises(ValueError, match="layers must be"):
+    enc.encode(images, layers="last")
+
+
+# ----- errors ------------------------------------------------------------------------------
+
+def test_unreadable_image_names_its_index(resnet_ckpt):
+  enc = encoders.load(resnet_ckpt[0])
+  items = fx.random_images(3) + [b"definitely not an image"]
+  with pytest.raises(ValueError, match=r"image 3 cannot be read"):
+    enc.encode(items, batch_size=2)   # index is global, not within the second batch
+  with pytest.raises(ValueError, match=r"image 1 cannot be read"):
+    enc.encode([items[0], np.zeros((4, 4, 2), np.uint8)])
+
+
+def _state_dict(directory):
+  return convert_lib.read_state_dict(directory)
+
+
+def test_strict_conversion_lists_missing_unexpected_misshaped(resnet_ckpt, dinov2_ckpt):
+  for module, (directory, _) in ((resnet, resnet_ckpt), (dinov2, dinov2_ckpt)):
+    config = transformers.AutoConfig.from_pretrained(directory)
+    sd = _state_dict(directory)
+    module.convert(sd, config)  # the intact checkpoint converts
+    keys = sorted(k for k in sd if k.endswith("weight"))
+    gone, bent = keys[1], keys[-1]
+    bad = dict(sd)
+    del bad[gone]
+    bad["surprise.weight"] = np.zeros(3, np.float32)
+    bad[bent] = np.zeros(bad[bent].shape + (1,), np.float32)
+    with pytest.raises(encoders.ConversionError) as e:
+      module.convert(bad, config)
+    msg = str(e.value)
+    stripped = lambda k: k.removeprefix("resnet.")  # noqa: E731
+    assert "missing" in msg and stripped(gone) in msg
+    assert "unexpected" in msg and "surprise.weight" in msg
+    assert "misshaped" in msg and stripped(bent) in msg
+
+
+def test_load_fails_on_a_broken_checkpoint_file(resnet_ckpt, tmp_path):
+  from safetensors.numpy import save_file
+  directory = str(tmp_path / "broken")
+  shutil.copytree(resnet_ckpt[0], directory)
+  sd = _state_dict(directory)
+  key = "resnet.embedder.embedder.convolution.weight"
+  del sd[key]
+  save_file(sd, os.path.join(directory, "model.safetensors"))
+  with pytest.raises(encoders.ConversionError, match="embedder.embedder.convolution.weight"):
+    encoders.load(directory)
+
+
+def test_check_params_catches_a_converter_that_forgets_a_leaf(resnet_ckpt):
+  directory, _ = resnet_ckpt
+  config = transformers.AutoConfig.from_pretrained(directory)
+  params = resnet.convert(_state_dict(directory), config)
+  module = resnet.build(config)
+  expected = jax.eval_shape(module.init, jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+  convert_lib.check_params(params, expected["params"])
+  del params["embedder"]["bias"]
+  with pytest.raises(encoders.ConversionError, match="embedder.*bias"):
+    convert_lib.check_params(params, expected["params"])
+
+
+def test_unsupported_model_type_names_supported_ones(tmp_path):
+  transformers.BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=8).save_pretrained(tmp_path)
+  with pytest.raises(ValueError, match="unsupported model_type 'bert'.*dinov2, gpt2, resnet"):
+    encoders.load(str(tmp_path))
+
+
+def test_missing_hub_model_offline_is_a_clear_error():
+  assert os.environ.get("HF_HUB_OFFLINE") == "1"
+  with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
+    encoders.load("no-such-user/no-such-model")
+
+
+def test_pytorch_bin_checkpoint_reads_like_safetensors(resnet_ckpt, tmp_path):
+  directory, model = resnet_ckpt
+  sd = _state_dict(directory)
+  shutil.copy(os.path.join(directory, "config.json"), tmp_path)
+  torch.save({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, tmp_path / "pytorch_model.bin")
+  sd_bin = convert_lib.read_state_dict(str(tmp_path))
+  assert sd_bin.keys() == sd.keys()
+  for k in sd:
+    np.testing.assert_array_equal(sd_bin[k], sd[k])
+
+
+def test_registry_contract():
+  for model_type, module in registry.REGISTRY.items():
+    assert model_type in module.MODEL_TYPES and module.POOLS
+  with pytest.raises(ValueError, match="supported model types"):
+    registry.get("llama")
+
+
+# ----- text through load() (GPT-2 module and tokenizer are the text helper's) -------------
+
+def test_text_encoder_through_load_matches_torch_and_counts_truncation(tmp_path):
+  from test_encoders_gpt2 import build_gpt2_checkpoint
+  (tmp_path / "gpt2").mkdir()
+  directory, model = build_gpt2_checkpoint(tmp_path / "gpt2")
+  enc = encoders.load(directory, max_length=12)
+  texts = ["a dog runs across the grass", "a man",
+           "two children are playing with a red ball near the lake in the park today"]
+  feats = enc.encode(texts, batch_size=8, layers="all")
+  assert enc.modality == "text" and enc.num_truncated == 1
+  tok = transformers.GPT2Tokenizer.from_pretrained(directory)
+  tok.pad_token = tok.eos_token
+  batch = tok(texts, padding="longest", truncation=True, max_length=12, return_tensors="pt")
+  with torch.no_grad():
+    out = model(**batch, output_hidden_states=True)
+  m = batch["attention_mask"].double().numpy()
+  for l, h in enumerate(out.hidden_states):
+    ref = np.einsum("btd,bt->bd", h.double().numpy(), m) / m.sum(1, keepdims=True)
+    assert _rel(feats[l], ref) < FP32_TOL, l
+  # A caption's features do not depend on its batch mates or the batch size.
+  alone = enc.encode(texts[1:2], batch_size=8)
+  np.testing.assert_allclose(alone[0], feats[-1][1], rtol=1e-5, atol=1e-6)
