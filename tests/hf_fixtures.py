@@ -95,3 +95,59 @@ def hf_pixel_values(directory: str, images) -> "np.ndarray":
 
 
 __all__ = ["tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values", "os"]
+
+
+# ----- GPT-2 (the text helper's builders) -------------------------------------------------
+
+GPT2_CORPUS = [
+    "a dog runs across the grass", "two children are playing with a red ball",
+    "a man rides a bicycle down the street", "a woman reads a book in a cafe",
+    "the pigeons sit on the roof of the market", "people walk near the lake in the park",
+] * 20
+
+
+def gpt2_tokenizer_files(directory: str, vocab_size: int = 400) -> str:
+  """Trains a byte-level BPE tokenizer (``tokenizers``) on a tiny caption corpus and saves
+  GPT-2's file layout, vocab.json + merges.txt, with ``<|endoftext|>`` as id 0."""
+  from tokenizers import ByteLevelBPETokenizer
+  bpe = ByteLevelBPETokenizer()
+  bpe.train_from_iterator(GPT2_CORPUS, vocab_size=vocab_size, min_frequency=1,
+                          show_progress=False, special_tokens=["<|endoftext|>"])
+  bpe.save_model(str(directory))
+  return str(directory)
+
+
+def _randomize_gpt2(model, seed: int) -> None:
+  """Every GPT-2 parameter random: layer-norm scales near 1, biases non-zero, so a swapped
+  scale / bias or a dropped bias changes the output (HF's init of ones / zeros hides it)."""
+  import torch
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if ".ln_" in name or name.startswith("ln_"):
+        p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn(p.shape, generator=g))
+      elif name.endswith("bias"):
+        p.copy_(0.1 * torch.randn(p.shape, generator=g))
+      else:
+        p.copy_(0.15 * torch.randn(p.shape, generator=g))
+
+
+def tiny_gpt2(directory: str, seed: int = 0, **overrides):
+  """A 3-layer GPT-2 (D=32, 4 heads, 128 positions) with random weights and a trained
+  byte-level BPE tokenizer in ``directory`` (config.json, model.safetensors, vocab.json,
+  merges.txt). ``overrides`` are GPT2Config fields. Returns ``(directory, GPT2Model)``."""
+  import torch
+  import transformers as T
+  gpt2_tokenizer_files(directory)
+  tok = T.GPT2Tokenizer.from_pretrained(str(directory))
+  kw = dict(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=3, n_head=4,
+            bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+  kw.update(overrides)
+  torch.manual_seed(seed)
+  model = T.GPT2Model(T.GPT2Config(**kw)).eval()
+  _randomize_gpt2(model, seed)
+  model.save_pretrained(str(directory))
+  return str(directory), model
+
+
+__all__ += ["tiny_gpt2", "gpt2_tokenizer_files", "GPT2_CORPUS"]

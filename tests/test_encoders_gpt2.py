@@ -1,7 +1,8 @@
 """GPT-2 encoder and tokenization vs transformers PyTorch ``GPT2Model`` (CPU, float64 pooling).
 
 Offline: every checkpoint is a tiny random GPT-2 saved with ``save_pretrained`` next to a
-byte-level BPE tokenizer trained here with ``tokenizers`` (vocab.json + merges.txt).
+byte-level BPE tokenizer trained with ``tokenizers`` (vocab.json + merges.txt), built by
+``hf_fixtures.tiny_gpt2``.
 """
 
 from __future__ import annotations
@@ -10,18 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
+from hf_fixtures import tiny_gpt2
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from platonic_jax.encoders import convert as convert_lib  # noqa: E402
-from platonic_jax.encoders import gpt2  # noqa: E402
-from platonic_jax.encoders import tokenize as tok_lib  # noqa: E402
-
-try:  # shared fixture builders (tests/hf_fixtures.py) when present
-  from hf_fixtures import make_gpt2_checkpoint  # noqa: E402
-except ImportError:
-  make_gpt2_checkpoint = None
+from platonic_jax.encoders import convert as convert_lib
+from platonic_jax.encoders import gpt2
+from platonic_jax.encoders import tokenize as tok_lib
 
 CAPTIONS = [
     "A dog runs across the grass.",
@@ -33,51 +29,12 @@ CAPTIONS = [
     "the busy street market, the vendors, the fruit, the bicycles and the pigeons.",
 ]
 
-CORPUS = [
-    "a dog runs across the grass", "two children are playing with a red ball",
-    "a man rides a bicycle down the street", "a woman reads a book in a cafe",
-    "the pigeons sit on the roof of the market", "people walk near the lake in the park",
-] * 20
-
-
-def _train_tokenizer(directory, vocab_size: int = 400):
-  """A byte-level BPE tokenizer saved as vocab.json + merges.txt (GPT-2's file layout)."""
-  from tokenizers import ByteLevelBPETokenizer
-  bpe = ByteLevelBPETokenizer()
-  bpe.train_from_iterator(CORPUS, vocab_size=vocab_size, min_frequency=1,
-                          show_progress=False, special_tokens=["<|endoftext|>"])
-  bpe.save_model(str(directory))
-
-
-def _randomize(model, seed: int):
-  """Every parameter random (LN scales near 1, biases non-zero): a parity test must be
-  able to see a swapped scale / bias or a dropped bias, which HF's init (ones, zeros) hides."""
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if "ln" in name and name.endswith("weight"):
-        p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-      elif name.endswith("bias"):
-        p.copy_(0.1 * torch.randn(p.shape, generator=g))
-      else:
-        p.copy_(0.15 * torch.randn(p.shape, generator=g))
-
 
 def build_gpt2_checkpoint(directory, seed: int = 0, **config_overrides):
-  """Tiny random GPT-2 + tokenizer in ``directory`` (config.json, model.safetensors,
-  vocab.json, merges.txt). Returns ``(directory, torch GPT2Model in eval mode)``."""
-  if make_gpt2_checkpoint is not None:
-    return make_gpt2_checkpoint(directory, seed=seed, **config_overrides)
-  _train_tokenizer(directory)
-  tok = transformers.GPT2Tokenizer.from_pretrained(str(directory))
-  fields = dict(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=3, n_head=4,
-                bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-  fields.update(config_overrides)
-  torch.manual_seed(seed)
-  model = transformers.GPT2Model(transformers.GPT2Config(**fields)).eval()
-  _randomize(model, seed)
-  model.save_pretrained(str(directory))
-  return str(directory), model
+  """Tiny random GPT-2 + trained BPE tokenizer in ``directory`` -> (directory, torch model).
+
+  (Kept under this name: tests/test_encoders.py imports it.)"""
+  return tiny_gpt2(str(directory), seed=seed, **config_overrides)
 
 
 @pytest.fixture(scope="module")
