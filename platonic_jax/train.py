@@ -1,0 +1,459 @@
+"""Contrastive adapter training on cached frozen features, data parallel over every
+device of every host.
+
+    result = train_adapters(config, {"image": x [N, D_x], "text": y [N, D_y]}, workdir)
+    z = result.embed(result.params, "image", x)      # np [N, E], unit rows
+
+The step (``train_step``) is the pmap programming model written with ``jax.shard_map``
+over the 1-D ``data`` mesh: each device embeds its rows of the global batch,
+``lax.all_gather`` makes the contrastive negatives the *global* batch
+(``platonic_jax.losses``), each device differentiates its own share of the loss and the
+gradients are ``lax.pmean``-ed, so the update equals the single-device update on the
+whole global batch. Encoder weights never enter the state: the step reads features.
+
+Data order: epoch e visits the rows in ``np.random.default_rng([seed, e]).permutation(N)``
+order, ``N // batch_size`` batches per epoch (the remainder is dropped); the rows of step
+s are therefore a pure function of (seed, s), and resuming from a checkpoint at step s
+resumes the data exactly (``batch_indices``). Each process feeds its own contiguous slice
+of every global batch (``jax.make_array_from_process_local_data``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Mapping, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import PartitionSpec as P
+
+from platonic_jax import adapters, checkpointing, losses, sharding
+from platonic_jax.sharding import DATA
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything training changes, and nothing else (this is what a checkpoint holds).
+
+  step: int32 [] — updates done; params: {"adapters": {modality: ...}, "loss": {...}}
+  ("loss" only with a learned temperature); opt_state: optax state of ``params``;
+  rng: uint32 [2] base key (step keys are ``fold_in(rng, step)``).
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+class TrainResult(NamedTuple):
+  """params: host (numpy) parameters; embed(params, name, x [N, D]) -> np [N, E];
+  history: one dict per log step (step, loss, grad_norm, lr, tau, steps_per_s)."""
+  params: Any
+  embed: Callable[[Any, str, np.ndarray], np.ndarray]
+  history: list
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM after saving a checkpoint; re-run to resume."""
+
+  def __init__(self, step: int, directory: str):
+    super().__init__(f"preempted (SIGTERM) at step {step}; checkpoint saved in {directory}; "
+                     "re-run the same command to resume")
+    self.step = step
+    self.directory = directory
+
+
+# ---------------------------------------------------------------------------- optimizer
+
+
+def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with linear warmup to ``lr`` then cosine decay to 0 at ``num_steps``, after
+  clipping the global gradient norm at ``grad_clip`` (0 disables it).
+
+  Weight decay applies to matrices only (ndim >= 2): not to biases, nor to the learned
+  temperature / SigLIP bias (as in CLIP and SigLIP).
+  """
+  if train_cfg.num_steps < 1:
+    raise ValueError(f"train.num_steps={train_cfg.num_steps} must be >= 1")
+  if not 0 <= train_cfg.warmup_steps < train_cfg.num_steps:
+    raise ValueError(f"train.warmup_steps={train_cfg.warmup_steps} must be in "
+                     f"[0, train.num_steps={train_cfg.num_steps})")
+  if not train_cfg.lr > 0:
+    raise ValueError(f"train.lr={train_cfg.lr} must be > 0")
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=train_cfg.lr, warmup_steps=train_cfg.warmup_steps,
+      decay_steps=train_cfg.num_steps, end_value=0.0)
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  parts = []
+  if train_cfg.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(train_cfg.grad_clip))
+  parts.append(optax.adamw(schedule, weight_decay=train_cfg.weight_decay, mask=decay_mask))
+  return optax.chain(*parts), schedule
+
+
+# ---------------------------------------------------------------------------- the step
+
+
+def make_loss_fn(model: adapters.Adapters, loss_cfg) -> Callable:
+  """``loss_fn(params, batch, rng) -> loss``, one device's share (call inside shard_map).
+
+  batch: {modality: [n, D_m]} this device's rows; rng: this device's dropout key. The
+  embeddings of the other devices are all-gathered inside the loss, so the ``pmean`` of
+  the returned value over ``data`` is the global-batch loss.
+  """
+  objective = losses.from_config(loss_cfg, model.names)
+
+  def loss_fn(params, batch, rng):
+    emb = model.apply({"params": params["adapters"]}, batch, train=True,
+                      rngs={"dropout": rng})
+    return objective(emb, params.get("loss", {}), axis_name=DATA)
+
+  return loss_fn
+
+
+def train_step(state: TrainState, batch, *, tx: optax.GradientTransformation,
+               loss_fn: Callable) -> tuple[TrainState, dict]:
+  """One update on a global batch ``{modality: [B, D_m]}`` sharded over ``data``.
+
+  Runs under ``jax.set_mesh(data mesh)`` (the shard_map takes the mesh from there).
+  Returns the new state and ``{"loss", "grad_norm"}`` (device scalars; the loss is
+  the global-batch loss at the parameters before the update).
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def per_device(params, batch, rng):
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA))
+    # Make the replicated params per-device values, as under pmap: each device then
+    # differentiates only its own share of the loss and the pmean below averages the
+    # shares. (Differentiating the replicated params directly would psum implicitly.)
+    params = jax.lax.pcast(params, DATA, to="varying")
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch, rng)
+    return jax.lax.pmean(loss, DATA), jax.lax.pmean(grads, DATA)
+
+  loss, grads = jax.shard_map(per_device, in_specs=(P(), P(DATA), P()),
+                              out_specs=(P(), P()))(state.params, batch, rng)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+
+@jax.jit
+def _first_nonfinite(first, loss, step):
+  """``step`` if ``loss`` is the first non-finite one seen, else ``first`` (-1 = none).
+
+  Kept on device so the loop never waits for the loss except on log steps, yet a NaN is
+  reported with the exact step where it appeared.
+  """
+  return jnp.where((first < 0) & ~jnp.isfinite(loss), step, first)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def batch_indices(step: int, num_examples: int, batch_size: int, seed: int,
+                  _cache: dict | None = None) -> np.ndarray:
+  """Row indices [batch_size] of the global batch of update ``step`` (0-based).
+
+  Epoch e = step // (N // B) visits ``default_rng([seed, e]).permutation(N)`` in order.
+  """
+  per_epoch = num_examples // batch_size
+  epoch, pos = divmod(step, per_epoch)
+  if _cache is not None and _cache.get("epoch") == epoch:
+    perm = _cache["perm"]
+  else:
+    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    if _cache is not None:
+      _cache.update(epoch=epoch, perm=perm)
+  return perm[pos * batch_size:(pos + 1) * batch_size]
+
+
+class _Batches:
+  """This process's rows of each global batch, gathered one step ahead in a thread."""
+
+  def __init__(self, features: Mapping[str, np.ndarray], batch_size: int, seed: int,
+               mesh):
+    self.features = features
+    self.n = next(iter(features.values())).shape[0]
+    self.batch_size, self.seed = batch_size, seed
+    self.sharding = sharding.batch_sharding(mesh)
+    nproc, pid = jax.process_count(), jax.process_index()
+    local = batch_size // nproc
+    self.rows = slice(pid * local, (pid + 1) * local)
+    self._cache: dict = {}
+    self._pool = concurrent.futures.ThreadPoolExecutor(1)
+    self._next: tuple[int, concurrent.futures.Future] | None = None
+
+  def _gather(self, step):
+    idx = batch_indices(step, self.n, self.batch_size, self.seed, self._cache)[self.rows]
+    return {m: np.take(x, idx, axis=0) for m, x in self.features.items()}
+
+  def get(self, step: int):
+    if self._next is not None and self._next[0] == step:
+      host = self._next[1].result()
+    else:
+      host = self._gather(step)
+    self._next = (step + 1, self._pool.submit(self._gather, step + 1))
+    return {m: jax.make_array_from_process_local_data(self.sharding, x)
+            for m, x in host.items()}
+
+  def close(self):
+    self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def check_features(features: Mapping[str, np.ndarray], names, batch_size: int,
+                   ) -> dict[str, np.ndarray]:
+  """float32 copies-if-needed of ``features``, after checking them; ValueError otherwise."""
+  missing = [m for m in names if m not in features]
+  extra = [m for m in features if m not in names]
+  if missing or extra:
+    raise ValueError(f"features must have exactly the modalities of config.modalities "
+                     f"{list(names)}; missing {missing}, unexpected {extra}")
+  out, n = {}, None
+  for m in names:
+    x = np.asarray(features[m])
+    if x.ndim != 2:
+      raise ValueError(f"features[{m!r}] must be [N, D], got shape {x.shape}")
+    if n is not None and x.shape[0] != n:
+      raise ValueError(f"features disagree on N (paired rows): {m!r} has {x.shape[0]} rows, "
+                       f"{names[0]!r} has {n}")
+    n = x.shape[0]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+      bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+      raise ValueError(f"features[{m!r}] has NaN/inf (first in row {bad}); fix the "
+                       "feature cache before training")
+    out[m] = x
+  if n < batch_size:
+    raise ValueError(f"train.batch_size={batch_size} is larger than the {n} training rows; "
+                     "lower --config.train.batch_size")
+  return out
+
+
+# ---------------------------------------------------------------------------- logging
+
+
+class _Logger:
+  """Console progress, ``<workdir>/metrics.jsonl`` and TensorBoard events (process 0)."""
+
+  def __init__(self, workdir: str, num_steps: int, start_step: int):
+    self.num_steps = num_steps
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.history = self._earlier(start_step)
+    self.writer = None
+    if self.enabled:
+      from tensorboardX import SummaryWriter  # imported here: only process 0 writes
+      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.t0, self.s0 = time.perf_counter(), start_step
+
+  def _earlier(self, start_step: int) -> list[dict]:
+    """Records of previous runs of this workdir up to the resumed step (a killed run may
+    have logged steps past its last checkpoint; those are redone and logged again)."""
+    if not os.path.exists(self.path):
+      return []
+    by_step = {}
+    with open(self.path) as f:
+      for line in f:
+        try:
+          r = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by kill -9
+          continue
+        if r.get("step", math.inf) <= start_step:
+          by_step[r["step"]] = r
+    return [by_step[s] for s in sorted(by_step)]
+
+  def log(self, step: int, record: dict):
+    now = time.perf_counter()
+    rate = (step - self.s0) / max(now - self.t0, 1e-9)
+    self.t0, self.s0 = now, step
+    record = {"step": step, **record, "steps_per_s": rate}
+    self.history.append(record)
+    if not self.enabled:
+      return
+    eta = (self.num_steps - step) / rate if rate > 0 else math.inf
+    eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+    logging.info("step %d/%d  loss %.4f  %.1f steps/s  ETA %s", step, self.num_steps,
+                 record["loss"], rate, eta_s)
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+      if k != "step":
+        self.writer.add_scalar(f"train/{k}", v, step)
+    self.writer.flush()
+
+  def close(self):
+    if self.writer is not None:
+      self.writer.close()
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def maybe_initialize_distributed(train_cfg) -> None:
+  """``jax.distributed.initialize()`` when ``train.multihost`` (once per process).
+
+  ``train.coordinator_address`` / ``num_processes`` / ``process_id`` are passed when set;
+  otherwise JAX detects them (TPU pods, SLURM, ...). Must run before any JAX computation.
+  """
+  if not train_cfg.multihost or jax.distributed.is_initialized():
+    return
+  kw = {}
+  if train_cfg.get("coordinator_address"):
+    kw["coordinator_address"] = train_cfg.coordinator_address
+  if train_cfg.get("num_processes", 0) > 0:
+    kw["num_processes"] = train_cfg.num_processes
+  if train_cfg.get("process_id", -1) >= 0:
+    kw["process_id"] = train_cfg.process_id
+  jax.distributed.initialize(**kw)
+  logging.info("jax.distributed: process %d of %d, %d devices in all",
+               jax.process_index(), jax.process_count(), jax.device_count())
+
+
+class _DropOrbaxInfo:
+  """absl-handler filter: Orbax logs a dozen INFO lines per save, burying the progress."""
+
+  def filter(self, record):
+    return record.levelno >= 30 or "/orbax/" not in record.pathname
+
+
+def _quiet_orbax() -> None:
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _DropOrbaxInfo) for f in handler.filters):
+    handler.addFilter(_DropOrbaxInfo())
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """Yields a dict whose "set" becomes True on SIGTERM (single-process runs).
+
+  Multi-process runs use JAX's preemption sync point instead (via Orbax), so every
+  process stops at the same step.
+  """
+  flag = {"set": False}
+  if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+
+  def handler(signum, frame):
+    flag["set"] = True
+
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _host(x):
+  """A replicated (possibly multi-host) array as numpy, from this process's copy."""
+  return np.asarray(x.addressable_data(0))
+
+
+def init_state(model: adapters.Adapters, config, dims: Mapping[str, int],
+               tx: optax.GradientTransformation) -> TrainState:
+  """The state at step 0 (pure function of the config: jit/eval_shape it)."""
+  rng = jax.random.PRNGKey(config.seed)
+  dummy = {m: jnp.zeros((1, d), jnp.float32) for m, d in dims.items()}
+  params = {"adapters": model.init(jax.random.fold_in(rng, 0), dummy)["params"]}
+  loss_params = losses.init_loss_params(config.loss)
+  if loss_params:
+    params["loss"] = loss_params
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1))
+
+
+def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> TrainResult:
+  """Trains ``config.adapter`` adapters on ``features`` ({modality: [N, D_m]} train split)
+  with ``config.loss`` for ``config.train.num_steps`` updates, resuming from the latest
+  checkpoint in ``<workdir>/checkpoints`` if there is one.
+
+  Raises ``Preempted`` after saving on SIGTERM; FloatingPointError naming the step if the
+  loss becomes NaN/inf (no checkpoint is written past it); ValueError on bad inputs.
+  """
+  tc = config.train
+  maybe_initialize_distributed(tc)
+  _quiet_orbax()
+  names = tuple(config.modalities.keys())
+  if tc.batch_size % jax.device_count():
+    raise ValueError(f"train.batch_size={tc.batch_size} must be a multiple of the "
+                     f"{jax.device_count()} devices (each takes an equal share)")
+  feats = check_features(features, names, tc.batch_size)
+  model = adapters.from_config(config)
+  losses.check_loss_config(config.loss, names)
+  tx, schedule = make_optimizer(tc)
+  mesh = sharding.data_mesh()
+  os.makedirs(workdir, exist_ok=True)
+
+  init_fn = functools.partial(init_state, model, config,
+                              {m: x.shape[1] for m, x in feats.items()}, tx)
+  mngr = checkpointing.manager(workdir, keep=tc.keep_ckpts)
+  restored = checkpointing.restore_latest(
+      mngr, checkpointing.abstract_state(init_fn, sharding.replicated(mesh)))
+  if restored is None:
+    state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))()
+    start = 0
+  else:
+    state, start = restored
+  step_fn = jax.jit(functools.partial(train_step, tx=tx,
+                                      loss_fn=make_loss_fn(model, config.loss)),
+                    donate_argnums=0)
+  batches = _Batches(feats, tc.batch_size, config.seed, mesh)
+  logger = _Logger(workdir, tc.num_steps, start)
+  if start:
+    logging.info("Resuming at step %d of %d", start, tc.num_steps)
+
+  def check_finite(first_bad):
+    bad = int(_host(first_bad))
+    if bad >= 0:
+      raise FloatingPointError(
+          f"loss is NaN/inf at step {bad}: training stopped (no checkpoint written after "
+          f"it). Lower --config.train.lr, raise --config.loss.tau, or check the features.")
+
+  try:
+    with jax.set_mesh(mesh), _sigterm_flag() as sigterm:
+      first_bad = jnp.int32(-1)
+      step = start
+      while step < tc.num_steps:
+        state, metrics = step_fn(state, batches.get(step))
+        step += 1
+        first_bad = _first_nonfinite(first_bad, metrics["loss"], step)
+        if step % tc.log_every == 0 or step == tc.num_steps:
+          check_finite(first_bad)
+          record = {k: float(_host(v)) for k, v in metrics.items()}
+          record["lr"] = float(schedule(step - 1))
+          if config.loss.learn_tau:
+            scale, _ = losses.scale_and_bias(config.loss, state.params["loss"])
+            record["tau"] = float(1.0 / _host(scale))
+          logger.log(step, record)
+        preempted = sigterm["set"] or (jax.process_count() > 1 and
+                                       mngr.reached_preemption(step))
+        if step % tc.ckpt_every == 0 or step == tc.num_steps or preempted:
+          check_finite(first_bad)
+          checkpointing.save(mngr, step, state, force=True)
+        if preempted and step < tc.num_steps:
+          mngr.wait_until_finished()
+          raise Preempted(step, mngr.directory)
+      mngr.wait_until_finished()
+  finally:
+    batches.close()
+    logger.close()
+    mngr.wait_until_finished()
+    mngr.close()
+
+  params = jax.tree.map(_host, state.params)
+  embed = lambda p, name, x: adapters.embed(model, p.get("adapters", p), name, x)
+  return TrainResult(params=params, embed=embed, history=logger.history)

@@ -1,0 +1,79 @@
+"""Adapters vs float64 NumPy (linear) and PyTorch (MLP head), any number of modalities."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from platonic_jax import adapters
+
+
+def _config(kind="linear", bias=False, names=("image", "text")):
+  c = ml_collections.ConfigDict()
+  c.modalities = ml_collections.ConfigDict({m: dict(encoder="") for m in names})
+  c.adapter = ml_collections.ConfigDict(dict(kind=kind, dim=5, bias=bias, mlp_hidden=7,
+                                             dropout=0.0))
+  return c
+
+
+def _np_unit(z):
+  return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_adapter_is_normalised_xw(bias):
+  names = ("image", "text", "audio")  # any number of modalities
+  dims = {"image": 6, "text": 9, "audio": 3}
+  model = adapters.from_config(_config(bias=bias, names=names))
+  params = model.init(jax.random.PRNGKey(0),
+                      {m: jnp.zeros((1, d)) for m, d in dims.items()})["params"]
+  assert sorted(params) == sorted(names)
+  rng = np.random.default_rng(0)
+  for m, d in dims.items():
+    w = np.asarray(params[m]["W"]["kernel"], np.float64)
+    assert w.shape == (d, 5)
+    assert ("bias" in params[m]["W"]) == bias
+    x = rng.normal(size=(11, d))
+    want = x @ w + (np.asarray(params[m]["W"]["bias"], np.float64) if bias else 0)
+    got = adapters.embed(model, params, m, x.astype(np.float32), batch_size=4)  # 3 chunks
+    assert got.shape == (11, 5) and got.dtype == np.float32
+    np.testing.assert_allclose(got, _np_unit(want), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-6)
+
+
+def test_mlp_head_matches_torch():
+  torch = pytest.importorskip("torch")
+  model = adapters.from_config(_config(kind="mlp"))
+  params = model.init(jax.random.PRNGKey(1), {"image": jnp.zeros((1, 6)),
+                                              "text": jnp.zeros((1, 4))})["params"]
+  p = jax.tree.map(lambda a: torch.tensor(np.asarray(a, np.float64)), params["text"])
+  head = torch.nn.Sequential(torch.nn.Linear(4, 7), torch.nn.GELU(), torch.nn.Linear(7, 5))
+  head = head.double()
+  with torch.no_grad():
+    head[0].weight.copy_(p["hidden"]["kernel"].T)
+    head[0].bias.copy_(p["hidden"]["bias"])
+    head[2].weight.copy_(p["out"]["kernel"].T)
+    head[2].bias.copy_(p["out"]["bias"])
+  x = np.random.default_rng(1).normal(size=(9, 4))
+  want = torch.nn.functional.normalize(head(torch.tensor(x)), dim=1).detach().numpy()
+  got = adapters.embed(model, params, "text", x.astype(np.float32))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_rows_stay_finite():
+  model = adapters.from_config(_config())
+  params = model.init(jax.random.PRNGKey(0), {"image": jnp.zeros((1, 3))})["params"]
+  out = adapters.embed(model, params, "image", np.zeros((2, 3), np.float32))
+  assert np.isfinite(out).all()
+
+
+def test_bad_inputs_name_the_problem():
+  with pytest.raises(ValueError, match="adapter.kind"):
+    adapters.from_config(_config(kind="transformer"))
+  model = adapters.from_config(_config())
+  params = model.init(jax.random.PRNGKey(0), {"image": jnp.zeros((1, 3))})["params"]
+  with pytest.raises(ValueError, match="unknown modality 'video'"):
+    adapters.embed(model, params, "video", np.zeros((2, 3)))
+  with pytest.raises(ValueError, match=r"\[N, D\]"):
+    adapters.embed(model, params, "image", np.zeros((3,)))
