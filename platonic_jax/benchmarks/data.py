@@ -1,0 +1,172 @@
+"""Loader throughput (decode + 224 preprocessing) beside the ResNet-18 encoder's rate.
+
+    python -m platonic_jax.benchmarks.data [--num_images=512] [--batch=64] [--workers=2]
+        [--size=500x375] [--seconds=8]
+
+Builds an ``image_text_folder`` TFDS dataset of Flickr30k-like JPEGs (500 x 375, smooth
+content + grain, quality 90: ~Flickr30k's size and bytes per image) in a temp dir, then
+times the grain loader over it with resnet-18's preprocessing
+(``ConvNextImageProcessor``: resize the short side to 256, center-crop 224, normalise;
+``platonic_jax.encoders.preprocess``):
+
+- per worker: ``worker_count=0`` with one decode thread = one core's rate;
+- ``--workers`` worker processes (default: ``data.num_workers`` of configs/flickr.py),
+  steady state (timed from the first batch, so process start-up is excluded; it is
+  printed separately);
+
+and the Flax ResNet-18 (random weights, microsoft/resnet-18's config) forward pass on
+[batch, 224, 224, 3] on this machine's JAX devices. Target: loader with the default
+worker count >= 2x the encoder's images/s. Timings on a shared machine are noisy: the
+ratio column compares rates measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _parse(argv):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--num_images", type=int, default=512)
+  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--workers", type=int, default=None,
+                 help="worker processes (default: configs/flickr.py data.num_workers)")
+  p.add_argument("--size", default="500x375", help="WxH of the fake photos")
+  p.add_argument("--seconds", type=float, default=8.0, help="timed seconds for the encoder")
+  return p.parse_args(argv)
+
+
+def _default_workers() -> int:
+  import importlib.util
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "flickr.py")
+  if not os.path.exists(path):
+    return 2
+  spec = importlib.util.spec_from_file_location("flickr_config", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return int(mod.get_config().data.num_workers)
+
+
+def _fake_photos(folder: str, n: int, w: int, h: int) -> float:
+  """n JPEGs like photos (smooth structure + sensor grain); returns mean KiB per file."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  total = 0
+  lines = []
+  for i in range(n):
+    low = Image.fromarray(rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8))
+    a = np.asarray(low.resize((w, h), Image.BICUBIC), np.int16)
+    a = np.clip(a + rng.normal(0, 6, a.shape), 0, 255).astype(np.uint8)
+    path = os.path.join(folder, f"{i:06d}.jpg")
+    Image.fromarray(a).save(path, "JPEG", quality=90)
+    total += os.path.getsize(path)
+    lines.append(f'{{"image": "{i:06d}.jpg", "caption": "photo {i}", "split": "train"}}')
+  with open(os.path.join(folder, "captions.jsonl"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return total / n / 1024
+
+
+def resnet18_preprocess():
+  """PIL RGB -> [224, 224, 3] float32, microsoft/resnet-18's processor settings."""
+  from platonic_jax.encoders import preprocess
+  spec = preprocess.ImageSpec.from_dict({
+      "image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": 224},
+      "crop_pct": 0.875, "resample": 3})
+  return functools.partial(preprocess.preprocess_one, spec=spec)
+
+
+def _loader_rate(source, *, batch, workers, threads=1):
+  """(steady images/s, seconds until every worker has delivered its first batch).
+
+  The clock starts once each worker has produced a batch, so process start-up (spawn +
+  imports, paid once per run) is reported apart from the rate.
+  """
+  from platonic_jax.data.loader import make_loader
+  loader = make_loader(source, batch_size=batch, preprocess=resnet18_preprocess(), seed=0,
+                       shuffle=False, num_epochs=1, worker_count=workers, shard_index=0,
+                       shard_count=1, threads_per_worker=threads)
+  if len(loader) < 2 * max(workers, 1):
+    raise ValueError(f"--num_images gives {len(loader)} batches: too few to time "
+                     f"{workers} workers; raise --num_images")
+  t0 = time.perf_counter()
+  it = iter(loader)
+  for _ in range(max(workers, 1)):
+    first = next(it)
+  t1 = time.perf_counter()
+  n = 0
+  for b in it:
+    n += int(b["mask"].sum())
+  t2 = time.perf_counter()
+  it.close()
+  assert first["image"].shape[1:] == (224, 224, 3)
+  return n / (t2 - t1), t1 - t0
+
+
+def _encoder_rate(batch: int, seconds: float) -> float:
+  """Flax ResNet-18 forward images/s (random weights, converted like a checkpoint)."""
+  import jax
+  import jax.numpy as jnp
+
+  from platonic_jax.benchmarks.encoders import _configs, _time, _torch_model
+  from platonic_jax.encoders import core, registry
+  config = _configs("resnet18", 224)
+  arch = registry.get(config.model_type)
+  sd = {k: v.detach().numpy() for k, v in _torch_model("resnet18", config).state_dict().items()}
+  enc = core.Encoder("resnet18", config, arch, arch.convert(sd, config), jnp.float32)
+  # The compiled per-batch step (what encode() runs after preprocessing), so the rate is
+  # the model's alone; encode() itself would also time its own preprocessing.
+  fn = enc._fn("", (enc.num_layers - 1,))
+  x = jax.device_put(np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype(
+      np.float32), core.sharding.batch_sharding(enc.mesh))
+  return batch * _time(lambda: jax.block_until_ready(fn(enc.params, x)), seconds)
+
+
+def main(argv=None):
+  args = _parse(sys.argv[1:] if argv is None else argv)
+  import jax
+  import ml_collections
+
+  import platonic_jax.data as pdata
+  workers = _default_workers() if args.workers is None else args.workers
+  w, h = (int(v) for v in args.size.lower().split("x"))
+  print(f"devices: {jax.devices()}  cpus: {os.cpu_count()}  images: {args.num_images} "
+        f"{w}x{h}  batch: {args.batch}  workers: {workers}", flush=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    folder = os.path.join(tmp, "folder")
+    os.makedirs(folder)
+    kib = _fake_photos(folder, args.num_images, w, h)
+    cfg = ml_collections.ConfigDict(dict(name="image_text_folder", manual_dir=folder,
+                                         caption_policy="first", skip_bad=False))
+    source = pdata.open_source(cfg, "train", os.path.join(tmp, "tfds"))
+    per_worker, _ = _loader_rate(source, batch=args.batch, workers=0)
+    print(f"loader, 1 worker (in-process, 1 thread): {per_worker:.1f} img/s", flush=True)
+    multi, startup = _loader_rate(source, batch=args.batch, workers=workers)
+    print(f"loader, {workers} worker processes: {multi:.1f} img/s "
+          f"(start-up {startup:.1f} s)", flush=True)
+  enc = _encoder_rate(args.batch, args.seconds)
+  print(f"encoder ResNet-18 (Flax, fp32, batch {args.batch}): {enc:.1f} img/s", flush=True)
+  rows = [
+      ("decode + 224 preprocess, per worker", per_worker, per_worker / enc),
+      (f"decode + 224 preprocess, {workers} workers (default)", multi, multi / enc),
+      (f"ResNet-18 forward (Flax fp32, batch {args.batch}, {jax.device_count()} "
+       f"{jax.devices()[0].platform} device(s))", enc, 1.0),
+  ]
+  print(f"\nJPEG {w}x{h}, mean {kib:.0f} KiB")
+  print("| stage | images/s | x encoder |\n| --- | ---: | ---: |")
+  for name, rate, ratio in rows:
+    print(f"| {name} | {rate:.1f} | {ratio:.2f} |")
+  verdict = "meets" if multi >= 2 * enc else "MISSES"
+  print(f"\nloader / encoder = {multi / enc:.2f} with {workers} workers: {verdict} the >= 2x "
+        "target")
+  return rows
+
+
+if __name__ == "__main__":
+  main()
