@@ -236,3 +236,16 @@ def test_config_and_input_errors(ckpt):
   ids = jnp.zeros((1, 4), jnp.int32)
   with pytest.raises(ValueError, match="pool"):
     jax.eval_shape(lambda: module.init(jax.random.key(0), ids, ids, pool="max"))
+
+
+def test_benchmark_runs_and_checks_parity():
+  from platonic_jax.benchmarks import encoders_gpt2
+  rows = encoders_gpt2.run(batch=2, seq=8, rounds=1, n_layer=1, verbose=False)
+  assert [(r[1], r[2]) for r in rows] == [
+      ("fp32", "torch fp32"), ("fp32", "platonic_jax"),
+      ("bf16", "torch bf16 autocast"), ("bf16", "platonic_jax")]
+  for r in rows:
+    assert r[0] == "gpt2" and r[3] > 0 and r[4] == "tok/s"
+  assert rows[1][5] == pytest.approx(rows[1][3] / rows[0][3])
+  with pytest.raises(ValueError, match="dtypes"):
+    encoders_gpt2.run(dtypes=("fp16",))
