@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 from typing import Callable, Iterable, Mapping
@@ -120,8 +121,8 @@ def feature_spec(config) -> dict:
   dtype or the text length gives a new cache.
   """
   data = _jsonable(config.data)
-  # Loader parallelism does not change the values.
-  for k in ("num_workers",):
+  # Loader parallelism and where TFDS keeps its files do not change the values.
+  for k in ("num_workers", "data_dir"):
     data.pop(k, None)
   enc = _jsonable(config.encoders)
   enc.pop("batch_size", None)  # batching does not change a frozen encoder's outputs
@@ -342,35 +343,128 @@ def extract_all(config, workdir: str, *, log: Callable[[str], None] | None = Non
   Returns ``{"train": {name: array}, "test": {...}}`` with names = the modalities of
   ``config.modalities`` (e.g. "image", "text": [N, D] float32 of the configured layer),
   ``config.reference.name`` ([N, D_ref]), "labels" ([N] int32) when the data has classes,
-  "z" ([N, d_z]) for the synthetic world (its true latents), and for caption data
-  "<text modality>@captions" ([N·C, D], every caption) with "caption_image" ([N·C] int: the
-  row of the image each caption belongs to) for the five-captions retrieval protocol.
+  "z" ([N, d_z]) for the synthetic world (its true latents), and, on the test split of
+  caption data, "<text modality>@captions" ([M, D]: every caption of every image) with
+  "caption_image" ([M] int64: the row of the image each caption belongs to) for the
+  five-captions retrieval protocol.
 
-  ``producers`` overrides the per-split chunk producers (tests; custom data).
+  ``producers`` overrides the per-split chunk producers (tests; custom data). Splits
+  already in the cache cost nothing: their producers are never called.
   """
   import jax  # only for the process index (multi-host: process 0 writes)
   cache = FeatureCache(workdir, feature_spec(config), write=jax.process_index() == 0)
   if producers is None:
-    producers = make_producers(config, cache)
+    producers = make_producers(config, workdir, cache)
   out = {}
   for split, (producer, num_chunks) in producers.items():
     out[split] = cache.extract(split, producer, num_chunks, log=log)
   return out
 
 
-def make_producers(config, cache: FeatureCache | None = None
-                   ) -> dict[str, tuple[ChunkProducer, int]]:
-  """The chunk producers of ``config``'s data: synthetic rows, or encoders over batches.
+SPLITS = ("train", "test")
 
-  Splits already in ``cache`` get no work (their producer is never called).
-  """
+
+def make_producers(config, workdir: str, cache: FeatureCache | None = None
+                   ) -> dict[str, tuple[ChunkProducer, int]]:
+  """The chunk producers of ``config``'s data: synthetic rows, or encoders over batches."""
   chunk = int(config.eval.feature_chunk_size)
+  if chunk < 1:
+    raise ValueError(f"config.eval.feature_chunk_size={chunk} must be >= 1")
+  if cache is not None and all(cache.done(s) for s in SPLITS):
+    return {s: (lambda start: iter(()), 1) for s in SPLITS}
   if config.data.name == "synthetic":
     _check_synthetic_encoders(config)
-    splits = ("train", "test")
-    if cache is not None and all(cache.done(s) for s in splits):
-      return {s: (lambda start: iter(()), 1) for s in splits}
     world = _synthetic_split_arrays(config)
-    return {s: row_chunks(world[s], chunk) for s in splits}
-  from platonic_jax import feature_encoders  # noqa: F401  (real encoders: see below)
-  raise NotImplementedError
+    return {s: row_chunks(world[s], chunk) for s in SPLITS}
+  encs: dict = {}  # shared by the splits: each checkpoint loads once, on first use
+  return {s: _encoder_producer(config, workdir, s, chunk, encs) for s in SPLITS}
+
+
+class _Rows:
+  """Records ``start, start + 1, ...`` of a random-access source (picklable for grain)."""
+
+  def __init__(self, source, start: int):
+    self.source, self.start = source, int(start)
+
+  def __len__(self):
+    return len(self.source) - self.start
+
+  def __getitem__(self, i):
+    return self.source[self.start + int(i)]
+
+
+def _encoders(config) -> dict[str, tuple[object, object]]:
+  """name -> (Encoder, its config block) for every modality and the reference."""
+  from platonic_jax import encoders
+  blocks = {m: config.modalities[m] for m in config.modalities}
+  blocks[config.reference.name] = config.reference
+  out = {}
+  for name, blk in blocks.items():
+    if not blk.encoder:
+      raise ValueError(f"{name}: no encoder configured (config.modalities.{name}.encoder or "
+                       "config.reference.encoder); only the synthetic world has built-in "
+                       "features.")
+    enc = encoders.load(blk.encoder, dtype=config.encoders.dtype,
+                        max_length=int(config.encoders.text_max_length))
+    expected = blk.get("modality", name)
+    if expected in ("image", "text") and enc.modality != expected:
+      raise ValueError(f"{name}: {blk.encoder!r} is a {enc.modality} encoder but is "
+                       f"configured for {expected!r}")
+    out[name] = (enc, blk)
+  return out
+
+
+def _encoder_producer(config, workdir: str, split: str, chunk: int, encs: dict
+                      ) -> tuple[ChunkProducer, int]:
+  """Encoders over the data source's records: image encoders on the decoded images (one
+  decode, shared by the modality and the reference), text encoders on the chosen caption
+  and, for the test split, on every caption."""
+  from platonic_jax import data
+  data_dir = config.data.get("data_dir", "") or os.path.join(workdir, "tfds")
+  source = data.open_source(config.data, split, data_dir=data_dir)
+  n = len(source)
+  num = max(1, -(-n // chunk))
+  bs = int(config.encoders.batch_size)
+
+  def encode(name, items):
+    enc, blk = encs[name]
+    layer = blk.get("layer", -1)
+    return enc.encode(items, batch_size=bs, layers=int(layer), pool=blk.get("pool", ""))
+
+  def encode_batch(batch, offset):
+    keep = batch["mask"]
+    images = list(batch["image"][keep])
+    out = {}
+    for name, (enc, _) in encs.items():
+      if enc.modality == "image":
+        out[name] = encode(name, images)
+        continue
+      out[name] = encode(name, [str(c) for c in batch["caption"][keep]])
+      if split == "test" and "captions" in batch:
+        caps = [list(c) for c in batch["captions"][keep]]
+        out[f"{name}@captions"] = encode(name, [c for cs in caps for c in cs])
+        rows = np.asarray(batch["index"][keep]) + offset
+        out["caption_image"] = np.repeat(rows, [len(c) for c in caps])
+    return out
+
+  def producer(start):
+    from platonic_jax.data import loader as loader_lib
+    if not encs:  # loaded on first use: a finished split never loads a checkpoint
+      encs.update(_encoders(config))
+    # Loader batches tile every chunk exactly (a divisor of the chunk size), so a chunk
+    # is a whole number of batches and decoded images never pile up beyond one batch.
+    lb = math.gcd(chunk, bs)
+    it = iter(loader_lib.make_loader(
+        _Rows(source, start * chunk), batch_size=lb, preprocess=None,
+        worker_count=int(config.data.get("num_workers", 0)), shard_index=0, shard_count=1))
+    try:
+      for i in range(start, num):
+        rows = min(chunk, n - i * chunk)
+        parts = [encode_batch(next(it), start * chunk) for _ in range(-(-rows // lb))]
+        yield {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+    finally:
+      close = getattr(it, "close", None)
+      if close is not None:
+        close()
+
+  return producer, num

@@ -187,3 +187,79 @@ def test_extract_all_synthetic(tmp_path):
   c.modalities.image.encoder = "microsoft/resnet-18"
   with pytest.raises(ValueError, match="no raw inputs"):
     features.extract_all(c, str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------
+# Real encoders over a fake Flickr30k folder (tiny random HF checkpoints, made here).
+
+
+@pytest.fixture(scope="module")
+def flickr_setup(tmp_path_factory):
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import hf_fixtures
+  from test_data_tfds import make_flickr
+  root = tmp_path_factory.mktemp("flickr_feats")
+  make_flickr(str(root / "manual"), "json")
+  for d in ("resnet", "gpt2", "dinov2"):
+    os.makedirs(root / d)
+  hf_fixtures.tiny_resnet(str(root / "resnet"))
+  hf_fixtures.tiny_gpt2(str(root / "gpt2"))
+  hf_fixtures.tiny_dinov2(str(root / "dinov2"))
+  from configs import flickr
+  c = flickr.get_config("tiny")
+  c.data.manual_dir = str(root / "manual")
+  c.data.data_dir = str(root / "tfds")
+  c.data.num_workers = 0
+  c.modalities.image.encoder = str(root / "resnet")
+  c.modalities.text.encoder = str(root / "gpt2")
+  c.reference.encoder = str(root / "dinov2")
+  c.encoders.batch_size = 2
+  c.encoders.text_max_length = 32
+  c.eval.feature_chunk_size = 3
+  return root, c
+
+
+def test_extract_all_real_encoders_matches_direct_encode_and_resumes(flickr_setup, tmp_path):
+  from platonic_jax import encoders
+  from platonic_jax.data import loader, open_source
+  root, c = flickr_setup
+  out = features.extract_all(c, str(tmp_path / "a"))
+  src = {s: open_source(c.data, s) for s in ("train", "test")}
+  recs = {s: [src[s][i] for i in range(len(src[s]))] for s in src}
+  assert out["train"]["image"].shape[0] == len(recs["train"]) == 8
+  resnet = encoders.load(c.modalities.image.encoder)
+  gpt2 = encoders.load(c.modalities.text.encoder, max_length=32)
+  dino = encoders.load(c.reference.encoder)
+  for s in ("train", "test"):
+    images = [np.asarray(loader.decode_image(r["image"])) for r in recs[s]]
+    caps = [r["caption"].decode() for r in recs[s]]
+    np.testing.assert_allclose(out[s]["image"], resnet.encode(images), atol=1e-5)
+    np.testing.assert_allclose(out[s]["dinov2"], dino.encode(images), atol=1e-5)
+    np.testing.assert_allclose(out[s]["text"], gpt2.encode(caps), atol=1e-5)
+  # Test split: every caption, and whose image it is.
+  allcaps = [(i, cap.decode()) for i, r in enumerate(recs["test"]) for cap in r["captions"]]
+  np.testing.assert_array_equal(out["test"]["caption_image"], [i for i, _ in allcaps])
+  np.testing.assert_allclose(out["test"]["text@captions"],
+                             gpt2.encode([t for _, t in allcaps]), atol=1e-5)
+  assert "text@captions" not in out["train"]
+
+  # A run interrupted after the first train chunk, then the same call again: same arrays.
+  work = str(tmp_path / "b")
+  cache = features.FeatureCache(work, features.feature_spec(c))
+  prods = features.make_producers(c, work, cache)
+  inner, num = prods["train"]
+  assert num == 3  # 8 rows in chunks of 3
+
+  def interrupted(start):
+    for i, chunk in enumerate(inner(start), start):
+      if i == 1:
+        raise KeyboardInterrupt
+      yield chunk
+
+  with pytest.raises(KeyboardInterrupt):
+    cache.extract("train", interrupted, num)
+  assert cache.finished_chunks("train", num) == 1
+  again = features.extract_all(c, work)
+  for s in out:
+    for k in out[s]:
+      np.testing.assert_array_equal(again[s][k], out[s][k])
