@@ -28,12 +28,13 @@ cast to bf16 (``load`` does); casting inside is then a no-op.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from platonic_jax.encoders import common
 from platonic_jax.encoders.convert import StateDict
 
 MODEL_TYPES = ("gpt2",)
@@ -41,23 +42,6 @@ MODALITY = "text"
 # "mean": masked mean over real tokens (the Platonic protocol, Huh et al. 2024, appendix);
 # "last": the last real token (what a causal LM "summarises" into).
 POOLS = ("mean", "last")
-
-# HF ACT2FN names -> JAX. Each matches transformers.activations numerically.
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_python_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_python": lambda x: jax.nn.gelu(x, approximate=False),
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "linear": lambda x: x,
-}
 
 # Checkpoint keys that are known and deliberately unused (regexes on names without the
 # "transformer." prefix): the causal-mask buffers old checkpoints stored, and the task
@@ -109,9 +93,10 @@ def spec_from_config(hf_config: Any) -> GPT2Spec:
     raise ValueError(f"GPT-2 config: n_embd={n_embd} is not divisible by n_head={n_head}")
   n_inner = _field(hf_config, "n_inner", None)
   act = _field(hf_config, "activation_function", "gelu_new")
-  if act not in _ACTIVATIONS:
-    raise ValueError(f"GPT-2 config: activation_function={act!r} is not implemented; "
-                     f"supported: {', '.join(sorted(_ACTIVATIONS))}")
+  try:
+    common.activation(act)
+  except ValueError as e:
+    raise ValueError(f"GPT-2 config: activation_function={act!r}: {e}") from None
   return GPT2Spec(
       vocab_size=int(_field(hf_config, "vocab_size", 50257)),
       n_positions=int(_field(hf_config, "n_positions",
@@ -130,11 +115,6 @@ def spec_from_config(hf_config: Any) -> GPT2Spec:
   )
 
 
-def _precision(dtype) -> jax.lax.Precision:
-  # fp32 means fp32: on GPUs/TPUs the DEFAULT precision would use TF32 / bf16 passes.
-  return jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
-
-
 class Dense(nn.Module):
   """HF Conv1D: ``y = x @ kernel + bias`` with ``kernel [in, out]``; float32 result."""
   features: int
@@ -144,10 +124,7 @@ class Dense(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", nn.initializers.normal(0.02), (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    # [B, T, D] x [D, E] -> [B, T, E], accumulated and returned in float32
-    y = jnp.einsum("btd,de->bte", x.astype(self.dtype), kernel.astype(self.dtype),
-                   preferred_element_type=jnp.float32, precision=_precision(self.dtype))
-    return y + bias.astype(jnp.float32)
+    return common.dense(x, kernel, bias, self.dtype)  # [B, T, D] -> [B, T, E] float32
 
 
 class Embed(nn.Module):
@@ -190,13 +167,13 @@ class Attention(nn.Module):
     qk_dtype = jnp.float32 if spec.reorder_and_upcast_attn else self.dtype
     # [B, Tq, H, hd] x [B, Tk, H, hd] -> [B, H, Tq, Tk]
     logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(qk_dtype), k.astype(qk_dtype),
-                        preferred_element_type=jnp.float32, precision=_precision(qk_dtype))
+                        preferred_element_type=jnp.float32, precision=common.precision(qk_dtype))
     # finfo.min, not -inf, as HF: a row with no visible key (padding) stays finite.
     logits = jnp.where(allowed, logits * scale, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)  # float32 softmax
     # [B, H, Tq, Tk] x [B, Tk, H, hd] -> [B, Tq, H, hd]
     out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v.astype(self.dtype),
-                     preferred_element_type=jnp.float32, precision=_precision(self.dtype))
+                     preferred_element_type=jnp.float32, precision=common.precision(self.dtype))
     return Dense(d, self.dtype, name="c_proj")(out.reshape(b, t, d))
 
 
@@ -207,7 +184,7 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     y = Dense(self.spec.n_inner, self.dtype, name="c_fc")(x)
-    y = _ACTIVATIONS[self.spec.activation_function](y)  # float32 activation, as autocast
+    y = common.activation(self.spec.activation_function)(y)  # float32 activation, as autocast
     return Dense(self.spec.n_embd, self.dtype, name="c_proj")(y)
 
 
