@@ -1,0 +1,135 @@
+"""Kernel-alignment metrics of the Platonic Representation Hypothesis, as jitted, tiled
+JAX programs that never build an N x N matrix.
+
+    from platonic_jax import metrics
+    metrics.mutual_knn(a, b, k=10)        # a: [N, Da], b: [N, Db] -> float
+    metrics.score(a, b, "cka")            # [L, N, D] inputs: max over layer pairs
+    python -m platonic_jax.metrics A.npy B.npy --metric=mutual_knn --k=10 --json
+
+Definitions follow the reference release (Huh et al. 2024, ``minyoungg/platonic-rep``
+``metrics.py``); each function's docstring names where and why it differs.
+Compiled programs are cached per (shape, k, tile, mesh): repeated calls on arrays of
+the same shape do not recompile.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from platonic_jax.metrics import _checks
+from platonic_jax.metrics import knn as _knn
+from platonic_jax.metrics.kernels import cka, cknna, svcca, unbiased_cka
+from platonic_jax.metrics.knn import (
+    cycle_knn, edit_distance_knn, lcs_knn, mutual_knn, nearest_neighbors)
+
+METRICS: dict[str, Callable[..., float]] = {
+    "mutual_knn": mutual_knn,
+    "cycle_knn": cycle_knn,
+    "lcs_knn": lcs_knn,
+    "edit_distance_knn": edit_distance_knn,
+    "cka": cka,
+    "unbiased_cka": unbiased_cka,
+    "cknna": cknna,
+    "svcca": svcca,
+}
+NEIGHBOUR_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn")
+
+__all__ = ["METRICS", "cka", "cknna", "cycle_knn", "edit_distance_knn", "lcs_knn",
+           "mutual_knn", "nearest_neighbors", "prepare", "score", "svcca", "unbiased_cka"]
+
+
+def _check_metric(metric: str) -> None:
+  if metric not in METRICS:
+    raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
+
+
+def prepare(feats, q: float = 0.95, exact: bool = False) -> np.ndarray:
+  """Clamps outliers to +-t, the Platonic protocol's ``remove_outliers`` (float32 numpy).
+
+  Transformers have "emergent outlier" features; the reference clamps every element to
+  [-t, t] before measuring alignment, with t the q-quantile of |feats|:
+    exact=False: per sample, the q-quantile (linear interpolation, as torch.quantile) of
+      |x| over all its values, averaged over samples (the reference default);
+    exact=True: the element at sorted position int(q * size) of all |x| (the
+      reference's ``exact`` / ``--precise`` path, no interpolation).
+  feats: [N, D] or layer-wise [L, N, D] (samples on axis -2; a sample's values across
+  all layers form its row, as the reference's [N, L, D] flatten). q in (0, 1]; q = 1
+  returns the features unchanged.
+  """
+  x = np.asarray(feats)
+  if x.ndim not in (2, 3):
+    raise ValueError(f"prepare expects [N, D] or [L, N, D] features, got shape {x.shape}")
+  x = x.astype(np.float32, copy=False)
+  _checks.check_finite(x, "feats")
+  if not 0.0 < q <= 1.0:
+    raise ValueError(f"q must be a quantile in (0, 1], got {q!r}")
+  if q == 1:
+    return x
+  mag = np.abs(x)
+  if exact:
+    flat = mag.ravel()
+    pos = int(q * flat.size)
+    t = np.partition(flat, pos)[pos]
+  else:
+    per_sample = np.moveaxis(mag, -2, 0).reshape(x.shape[-2], -1)  # [N, L * D]
+    t = np.quantile(per_sample, q, axis=1).mean()
+  return np.clip(x, -t, t)
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+  # As torch.nn.functional.normalize: x / max(|x|, 1e-12); zero rows stay zero.
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _layers(x, name: str) -> np.ndarray:
+  arr = np.asarray(x)
+  if arr.ndim == 2:
+    arr = arr[None]
+  if arr.ndim != 3:
+    raise ValueError(
+        f"{name} must be [N, D] or layer-wise [L, N, D] features, got shape {arr.shape}")
+  arr = arr.astype(np.float32, copy=False)
+  _checks.check_finite(arr, name)
+  return arr
+
+
+def score(a, b, metric: str = "mutual_knn", *, normalize: bool = True, **kw):
+  """Alignment of a and b as the Platonic protocol measures it: best over layer pairs.
+
+  a: [N, Da] or [La, N, Da]; b: [N, Db] or [Lb, N, Db] (same N). Rows are
+  l2-normalised first (``normalize=True``, so k-NN is by cosine), then ``metric`` (a
+  name in METRICS; ``**kw`` go to it: k, kernel, sigma, cca_dim, tile, ...) is measured
+  for every layer pair (i, j). Returns ``(best value, (i, j))``, i indexing a's layers.
+  For the neighbour metrics each layer's k-NN is computed once, not once per pair.
+  Difference from the reference ``compute_score``: it starts from best = 0 and returns
+  (0, None) when no pair scores above 0; here the true maximum and its pair are
+  returned. Apply ``prepare`` first for the reference's outlier clamp.
+  """
+  _check_metric(metric)
+  la, lb = _layers(a, "a"), _layers(b, "b")
+  if la.shape[1] != lb.shape[1]:
+    raise ValueError(
+        f"a and b must have the same number of samples: got a {la.shape} and b {lb.shape} "
+        "(layer-wise inputs are [L, N, D])")
+  if normalize:
+    la, lb = _l2_normalize(la), _l2_normalize(lb)
+  values = np.empty((la.shape[0], lb.shape[0]))
+  if metric in NEIGHBOUR_METRICS:
+    kw = dict(kw)
+    k = _checks.check_k(kw.pop("k", 10), la.shape[1])
+    unknown = set(kw) - {"tile", "precision", "mesh"}
+    if unknown:
+      raise ValueError(f"{metric} got unexpected arguments {sorted(unknown)}")
+    nn = lambda x: _knn._knn_checked(x, k, tile=kw.get("tile", _knn.DEFAULT_TILE),
+                                     precision=kw.get("precision", "fp32"),
+                                     mesh=kw.get("mesh"))[1]
+    ia, ib = [nn(x) for x in la], [nn(x) for x in lb]
+    for i, j in np.ndindex(*values.shape):
+      values[i, j] = float(_knn.COMBINE[metric](ia[i], ib[j]))
+  else:
+    for i, j in np.ndindex(*values.shape):
+      values[i, j] = METRICS[metric](la[i], lb[j], **kw)
+  i, j = np.unravel_index(np.argmax(values), values.shape)
+  return float(values[i, j]), (int(i), int(j))

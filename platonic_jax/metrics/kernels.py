@@ -1,0 +1,339 @@
+"""Kernel metrics: CKA (linear, RBF), unbiased CKA, CKNNA, SVCCA — never N x N.
+
+* Linear CKA, unbiased CKA and SVCCA are exact in feature space: everything they need is
+  a handful of [Da, Db] Gram products and per-row norms, summed over rows. Rows are split
+  over the ``data`` mesh (``jax.shard_map`` + ``lax.psum``): 8 devices do 1/8 each. The
+  final scalar combination runs in float64 on the host (the HSIC formulas subtract
+  large, nearly equal terms).
+* RBF CKA accumulates over [tile, tile] blocks of the upper triangle (symmetric kernels),
+  the blocks dealt to devices as in ``knn``; per-block sums go to the host in float64.
+* CKNNA is exact and sparse: its mutual-neighbour mask has at most k entries per row, so
+  after the tiled k-NN pass every term of the unbiased HSIC is a sum over <= N*k entries
+  (the asymmetric tr(K̃ L̃) term pairs entry (i, j) with entry (j, i) by sorting).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from platonic_jax import sharding
+from platonic_jax.metrics import _checks
+from platonic_jax.metrics import knn as knn_lib
+
+_HI = lax.Precision.HIGHEST  # true fp32 products on TPU/GPU as well as CPU
+
+
+def _gram(x, y):
+  # [n, Dx]^T x [n, Dy] -> [Dx, Dy]
+  return lax.dot_general(x, y, (((0,), (0,)), ((), ())), precision=_HI)
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_program(mesh, mode: str):
+  """Row-sharded feature-space statistics for one mode; jit caches per shape.
+
+  mode "center": column-centred Grams (biased CKA); "zscore": column z-scored Grams
+  (SVCCA); "unbiased": the sums of Song et al.'s unbiased HSIC.
+  """
+  axis = sharding.DATA
+
+  def device_fn(a, b, n):
+    rows = lax.axis_index(axis) * a.shape[0] + jnp.arange(a.shape[0])
+    valid = (rows < n)[:, None]
+    a = jnp.where(valid, a, 0.0)
+    b = jnp.where(valid, b, 0.0)
+    psum = lambda v: lax.psum(v, axis)
+    if mode in ("center", "zscore"):
+      a = jnp.where(valid, a - psum(a.sum(0)) / n, 0.0)
+      b = jnp.where(valid, b - psum(b.sum(0)) / n, 0.0)
+      if mode == "zscore":
+        # Unbiased std (ddof=1) as the reference's torch.std; constant columns become 0
+        # (the reference divides by std + 1e-8, which also zeroes them).
+        sa = jnp.sqrt(psum(jnp.sum(a * a, 0)) / (n - 1))
+        sb = jnp.sqrt(psum(jnp.sum(b * b, 0)) / (n - 1))
+        a = jnp.where(sa > 0, a / jnp.where(sa > 0, sa, 1.0), 0.0)
+        b = jnp.where(sb > 0, b / jnp.where(sb > 0, sb, 1.0), 0.0)
+      return psum(_gram(a, a)), psum(_gram(b, b)), psum(_gram(a, b))
+    # mode == "unbiased": K̃ = A A^T with its diagonal q_i = |a_i|^2 zeroed.
+    qa, qb = jnp.sum(a * a, 1), jnp.sum(b * b, 1)  # [n]
+    sa, sb = psum(a.sum(0)), psum(b.sum(0))  # A^T 1: [Da], B^T 1: [Db]
+    ka = a @ sa - qa  # K̃ 1 for the local rows: [n, Da] x [Da] -> [n]
+    kb = b @ sb - qb
+    sq = lambda g: jnp.sum(g * g)
+    stats = jnp.stack([
+        sq(psum(_gram(a, b))), sq(psum(_gram(a, a))), sq(psum(_gram(b, b))),  # |.|_F^2
+        psum(jnp.sum(qa * qb)), psum(jnp.sum(qa * qa)), psum(jnp.sum(qb * qb)),
+        jnp.sum(sa * sa) - psum(qa.sum()), jnp.sum(sb * sb) - psum(qb.sum()),  # 1^T K̃ 1
+        psum(jnp.sum(ka * kb)), psum(jnp.sum(ka * ka)), psum(jnp.sum(kb * kb)),
+    ])
+    return stats
+
+  out = (P(), P(), P()) if mode != "unbiased" else P()
+  fn = jax.shard_map(device_fn, mesh=mesh, in_specs=(P(axis), P(axis), P()), out_specs=out)
+  return jax.jit(fn)
+
+
+def _row_stats(a, b, mode, mesh):
+  mesh = knn_lib.default_mesh() if mesh is None else mesh
+  ndev = mesh.devices.size
+  n = a.shape[0]
+  a_pad, _ = sharding.pad_rows(a, ndev)
+  b_pad, _ = sharding.pad_rows(b, ndev)
+  return _rows_program(mesh, mode)(a_pad, b_pad, np.float32(n))
+
+
+def _hsic_u(tr, sum_k, sum_l, cross, n):
+  """Song et al. (2012) eq. 5 from its four sums, in float64."""
+  n = float(n)
+  return (tr + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * cross) / (n * (n - 3))
+
+
+# ---------------------------------------------------------------------------------------
+# RBF kernel, tiled.
+
+
+def _device_rbf(a, b, pi, pj, ok, n, inv2s2, *, t):
+  """Per block pair: [sum K∘L, sum K∘K, sum L∘L] (x2 off the diagonal) and row sums."""
+  n_pad = a.shape[0]
+  pi, pj, ok = pi[0], pj[0], ok[0]
+  qa, qb = jnp.sum(a * a, 1), jnp.sum(b * b, 1)
+  local = jnp.arange(t)
+
+  def kernel(x, q, bi, bj, keep):
+    xi = lax.dynamic_slice_in_dim(x, bi * t, t)
+    xj = lax.dynamic_slice_in_dim(x, bj * t, t)
+    # [t, D] x [t, D]^T -> [t, t]; |x_i - x_j|^2 = q_i + q_j - 2 x_i.x_j, clamped at 0
+    # against rounding and exactly 0 on the diagonal (as cdist).
+    d2 = (lax.dynamic_slice_in_dim(q, bi * t, t)[:, None]
+          + lax.dynamic_slice_in_dim(q, bj * t, t)[None, :]
+          - 2.0 * lax.dot_general(xi, xj, (((1,), (1,)), ((), ())), precision=_HI))
+    r, c = bi * t + local, bj * t + local
+    d2 = jnp.where(r[:, None] == c[None, :], 0.0, jnp.maximum(d2, 0.0))
+    return jnp.where(keep, jnp.exp(-d2 * inv2s2), 0.0)
+
+  def body(p, carry):
+    sums, rk, rl = carry
+    bi, bj, valid = pi[p], pj[p], ok[p]
+    r, c = bi * t + local, bj * t + local
+    keep = (r[:, None] < n) & (c[None, :] < n) & valid
+    k = kernel(a, qa, bi, bj, keep)
+    l = kernel(b, qb, bi, bj, keep)
+    w = jnp.where(bi == bj, 1.0, 2.0)  # an off-diagonal block stands for itself and its transpose
+    sums = sums.at[p].set(w * jnp.stack([jnp.sum(k * l), jnp.sum(k * k), jnp.sum(l * l)]))
+    rk = lax.dynamic_update_slice_in_dim(
+        rk, lax.dynamic_slice_in_dim(rk, bi * t, t) + k.sum(1), bi * t, 0)
+    rl = lax.dynamic_update_slice_in_dim(
+        rl, lax.dynamic_slice_in_dim(rl, bi * t, t) + l.sum(1), bi * t, 0)
+    off = jnp.where(bi == bj, 0.0, 1.0)
+    rk = lax.dynamic_update_slice_in_dim(
+        rk, lax.dynamic_slice_in_dim(rk, bj * t, t) + off * k.sum(0), bj * t, 0)
+    rl = lax.dynamic_update_slice_in_dim(
+        rl, lax.dynamic_slice_in_dim(rl, bj * t, t) + off * l.sum(0), bj * t, 0)
+    return sums, rk, rl
+
+  init = (jnp.zeros((pi.shape[0], 3), jnp.float32), jnp.zeros(n_pad), jnp.zeros(n_pad))
+  init = jax.tree.map(lambda v: lax.pcast(v, (sharding.DATA,), to="varying"), init)
+  sums, rk, rl = lax.fori_loop(0, pi.shape[0], body, init)
+  return sums[None], rk[None], rl[None]
+
+
+@functools.lru_cache(maxsize=None)
+def _rbf_program(mesh, t: int):
+  d = sharding.DATA
+  fn = jax.shard_map(
+      functools.partial(_device_rbf, t=t), mesh=mesh,
+      in_specs=(P(), P(), P(d), P(d), P(d), P(), P()), out_specs=(P(d), P(d), P(d)))
+
+  @jax.jit
+  def run(a, b, pi, pj, ok, n, inv2s2):
+    sums, rk, rl = fn(a, b, pi, pj, ok, n, inv2s2)
+    return sums, rk.sum(0), rl.sum(0)  # row sums: add the devices' partial sums
+
+  return run
+
+
+def _cka_rbf(a, b, sigma, tile, mesh):
+  if not (np.isfinite(sigma) and sigma > 0):
+    raise ValueError(f"sigma must be a positive finite RBF bandwidth, got {sigma!r}")
+  mesh = knn_lib.default_mesh() if mesh is None else mesh
+  n = a.shape[0]
+  t = knn_lib.effective_tile(n, _checks.check_tile(tile))
+  a_pad, _ = sharding.pad_rows(a, t)
+  b_pad, _ = sharding.pad_rows(b, t)
+  pi, pj, ok = knn_lib._block_pairs(a_pad.shape[0] // t, mesh.devices.size)
+  sums, rk, rl = _rbf_program(mesh, t)(a_pad, b_pad, pi, pj, ok, np.int32(n),
+                                        np.float32(1.0 / (2.0 * sigma ** 2)))
+  kl, kk, ll = np.asarray(sums, np.float64).reshape(-1, 3).sum(0)
+  rk, rl = np.asarray(rk, np.float64)[:n], np.asarray(rl, np.float64)[:n]
+  # tr(K H L H) = tr(K L) - 2/n (K1).(L1) + (1^T K 1)(1^T L 1)/n^2 for symmetric K, L.
+  hsic = lambda tr, r1, r2: tr - 2.0 / n * (r1 @ r2) + r1.sum() * r2.sum() / n ** 2
+  return hsic(kl, rk, rl) / _checks.positive_denominator(
+      hsic(kk, rk, rk), hsic(ll, rl, rl), "cka(kernel='rbf')")
+
+
+# ---------------------------------------------------------------------------------------
+# Public metrics.
+
+
+def cka(a, b, kernel: str = "linear", sigma: float = 1.0, *, tile: int = knn_lib.DEFAULT_TILE,
+        mesh=None) -> float:
+  """Centered kernel alignment with the biased HSIC (Kornblith et al. 2019), in [0, 1].
+
+  CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), HSIC(K, L) = tr(K H L H),
+  H = I - 11^T/n. a: [N, Da], b: [N, Db].
+  kernel="linear": K = A A^T, computed exactly in feature space as
+    |A_c^T B_c|_F^2 / (|A_c^T A_c|_F |B_c^T B_c|_F) with column-centred A_c, B_c
+    (O(N D^2) instead of the reference's O(N^3) dense K @ H @ L @ H).
+  kernel="rbf": K_ij = exp(-|a_i - a_j|^2 / (2 sigma^2)), accumulated over
+    [tile, tile] blocks (``tile`` never changes the result beyond float rounding).
+  Differences from the reference ``AlignmentMetrics.cka``: kernel names "linear" /
+  "rbf" (reference: "ip" / "rbf", ``rbf_sigma``); no +1e-6 in the denominator
+  (degenerate, constant features raise ValueError instead of returning ~0).
+  """
+  a, b = _checks.pair(a, b)
+  if a.shape[0] < 2:
+    raise ValueError(f"cka needs at least 2 samples, got N = {a.shape[0]}")
+  if kernel == "rbf":
+    return float(_cka_rbf(a, b, float(sigma), tile, mesh))
+  if kernel != "linear":
+    raise ValueError(f"unknown kernel {kernel!r}; use kernel='linear' or kernel='rbf'")
+  gaa, gbb, gab = _row_stats(a, b, "center", mesh)
+  sq = lambda g: float(jnp.sum(jnp.square(g)))  # |.|_F^2, reduced on device
+  return sq(gab) / _checks.positive_denominator(sq(gaa), sq(gbb), "cka")
+
+
+def unbiased_cka(a, b, *, mesh=None) -> float:
+  """CKA with Song et al.'s (2012, eq. 5) unbiased HSIC estimator, linear kernel.
+
+  HSIC_u(K, L) = [tr(K̃ L̃) + 1^T K̃ 1 1^T L̃ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K̃ L̃ 1]
+  / (n (n-3)), with K̃ = A A^T, diagonal zeroed. Exact in feature space:
+  tr(K̃ L̃) = |A^T B|_F^2 - sum_i |a_i|^2 |b_i|^2, K̃ 1 = A (A^T 1) - diag(K).
+  a: [N, Da], b: [N, Db], N >= 4. Difference from the reference: no +1e-6 in the
+  denominator; a non-positive HSIC_u(K, K) raises ValueError instead of giving NaN.
+  """
+  a, b = _checks.pair(a, b)
+  n = a.shape[0]
+  _checks.check_min_n(n, 4, "unbiased_cka")
+  s = np.asarray(_row_stats(a, b, "unbiased", mesh), np.float64)
+  ab, aa, bb, qab, qaa, qbb, sk, sl, cab, caa, cbb = s
+  kl = _hsic_u(ab - qab, sk, sl, cab, n)
+  kk = _hsic_u(aa - qaa, sk, sk, caa, n)
+  ll = _hsic_u(bb - qbb, sl, sl, cbb, n)
+  return float(kl / _checks.positive_denominator(kk, ll, "unbiased_cka"))
+
+
+@functools.partial(jax.jit, static_argnames=("batch",))
+def _masked_values(idx_a, val_a, idx_b, val_b, batch):
+  """For each neighbour j = idx_a[i, p]: is j also in N_B(i), and L_ij there. [N, k] x2."""
+
+  def row(args):
+    ia, ib, vb = args  # [k], [k], [k]
+    eq = ia[:, None] == ib[None, :]  # [k, k]
+    return eq.any(1), jnp.sum(jnp.where(eq, vb[None, :], 0.0), 1)
+
+  return lax.map(row, (idx_a, idx_b, val_b), batch_size=batch)
+
+
+@jax.jit
+def _sparse_hsic_sums(idx, mask, kv, lv):
+  """The four sums of HSIC_u for K̃ = M∘K, L̃ = M∘L given M's entries per row.
+
+  idx: [N, k] columns j of the entries of row i; mask: [N, k] which are in M;
+  kv, lv: [N, k] K_ij and L_ij there. Returns (tr(K̃ L̃), 1^T K̃ 1, 1^T L̃ 1, 1^T K̃ L̃ 1).
+  """
+  n, k = idx.shape
+  kv = jnp.where(mask, kv, 0.0)
+  lv = jnp.where(mask, lv, 0.0)
+  col_k = jax.ops.segment_sum(kv.ravel(), idx.ravel(), num_segments=n)  # 1^T K̃: [N]
+  row_l = lv.sum(1)  # L̃ 1: [N]
+  cross = jnp.sum(col_k * row_l)
+  # tr(K̃ L̃) = sum_ij K̃_ij L̃_ji: only pairs present as (i, j) and as (j, i) count.
+  # Key each entry by its unordered pair; after sorting, such pairs are adjacent twins.
+  rows = jnp.broadcast_to(jnp.arange(n, dtype=idx.dtype)[:, None], (n, k))
+  lo = jnp.where(mask, jnp.minimum(rows, idx), n).ravel()
+  hi = jnp.where(mask, jnp.maximum(rows, idx), n).ravel()
+  lo, hi, skv, slv = lax.sort((lo, hi, kv.ravel(), lv.ravel()), num_keys=2)
+  twin = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1]) & (lo[1:] < n)
+  tr = jnp.sum(jnp.where(twin, skv[:-1] * slv[1:] + skv[1:] * slv[:-1], 0.0))
+  return tr, kv.sum(), lv.sum(), cross
+
+
+def cknna(a, b, k: int | None = 10, *, tile: int = knn_lib.DEFAULT_TILE, mesh=None) -> float:
+  """Centered kernel nearest-neighbour alignment (Huh et al. 2024, appendix), linear kernel.
+
+  sim(K, L) = HSIC_u(M∘K, M∘L) with M = M_K∘M_L, M_K[i, j] = 1[j ∈ N_K(i)] (the k nearest
+  neighbours of i by inner product, self excluded, ties toward the lower index);
+  CKNNA = sim(K, L) / sqrt(sim(K, K) sim(L, L)), where sim(K, K) is masked by M_K alone.
+  M is not symmetric; HSIC_u is applied to the masked matrices exactly as the reference
+  does (its tr term is sum_ij K̃_ij L̃_ji). a: [N, Da], b: [N, Db], N >= 4, 2 <= k < N.
+  Never N x N: one tiled k-NN pass per side, then sums over the <= N k mask entries.
+  Differences from the reference ``AlignmentMetrics.cknna``: ``k=None`` means k = N - 1
+  (the reference intends that — CKNNA then equals unbiased CKA — but compares
+  ``topk < 2`` before replacing None and raises TypeError); no +1e-6 in the denominator;
+  ties toward the lower index (torch.topk leaves them unspecified).
+  """
+  a, b = _checks.pair(a, b)
+  n = a.shape[0]
+  _checks.check_min_n(n, 4, "cknna")
+  k = n - 1 if k is None else k
+  k = _checks.check_k(k, n, minimum=2)
+  va, ia = knn_lib._knn_checked(a, k, tile=tile, precision="fp32", mesh=mesh)
+  vb, ib = knn_lib._knn_checked(b, k, tile=tile, precision="fp32", mesh=mesh)
+  batch = max(1, min(n, (1 << 24) // (k * k)))  # bounds the [batch, k, k] compare
+  mask, lv = _masked_values(ia, va, ib, vb, batch)
+  ones = jnp.ones_like(mask)
+  n64 = float(n)
+  s_kl = [float(v) for v in _sparse_hsic_sums(ia, mask, va, lv)]
+  s_kk = [float(v) for v in _sparse_hsic_sums(ia, ones, va, va)]
+  s_ll = [float(v) for v in _sparse_hsic_sums(ib, ones, vb, vb)]
+  kl = _hsic_u(*s_kl, n64)
+  kk = _hsic_u(*s_kk, n64)
+  ll = _hsic_u(*s_ll, n64)
+  return float(kl / _checks.positive_denominator(kk, ll, "cknna"))
+
+
+def svcca(a, b, cca_dim: int = 10, *, mesh=None) -> float:
+  """SVCCA (Raghu et al. 2017): mean canonical correlation of the top singular subspaces.
+
+  Columns are z-scored (mean 0, unbiased std 1; constant columns become 0), each side
+  keeps its top ``cca_dim`` left singular vectors U (exact SVD, from the [D, D] Gram in
+  float64), and the score is the mean of the canonical correlations between span(U_a)
+  and span(U_b) = the singular values of U_a^T U_b. a: [N, Da], b: [N, Db];
+  cca_dim <= min(Da, Db, N - 1). In [0, 1].
+  Differences from the reference ``AlignmentMetrics.svcca``: the reference takes
+  ``torch.svd_lowrank`` (randomised: a different value each run) and sklearn's iterative
+  CCA plus 1e-10 noise; here the SVD and the canonical correlations are exact and
+  deterministic (the value the reference approximates).
+  """
+  a, b = _checks.pair(a, b)
+  n = a.shape[0]
+  if isinstance(cca_dim, bool) or not isinstance(cca_dim, (int, np.integer)) or cca_dim < 1:
+    raise ValueError(f"cca_dim must be a positive integer, got {cca_dim!r}")
+  limit = min(a.shape[1], b.shape[1], n - 1)
+  if cca_dim > limit:
+    raise ValueError(
+        f"cca_dim={cca_dim} exceeds min(Da, Db, N - 1) = {limit} (a {a.shape}, b {b.shape}); "
+        "use a smaller cca_dim")
+  gaa, gbb, gab = (np.asarray(g, np.float64) for g in _row_stats(a, b, "zscore", mesh))
+
+  def top(g, name):  # top cca_dim eigenpairs of Z^T Z = V S^2 V^T
+    w, v = np.linalg.eigh(g)
+    w, v = w[::-1][:cca_dim], v[:, ::-1][:, :cca_dim]
+    if not w[-1] > 1e-6 * max(w[0], 1e-30):
+      raise ValueError(
+          f"svcca: {name} has rank < cca_dim={cca_dim} after z-scoring (singular values "
+          f"{np.sqrt(np.maximum(w, 0))}); use a smaller cca_dim")
+    return w, v
+
+  wa, va = top(gaa, "a")
+  wb, vb = top(gbb, "b")
+  # U_a^T U_b = S_a^-1 V_a^T (Z_a^T Z_b) V_b S_b^-1: [c, Da] x [Da, Db] x [Db, c] -> [c, c]
+  m = (va.T @ gab @ vb) / np.sqrt(wa)[:, None] / np.sqrt(wb)[None, :]
+  rho = np.linalg.svd(m, compute_uv=False)
+  return float(np.mean(np.clip(rho, 0.0, 1.0)))
