@@ -6,6 +6,8 @@ SIGTERM (preemption) the run saves a checkpoint and exits with status 0. All log
 in `platonic_jax.experiment`.
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -13,6 +15,27 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for features, checkpoints, report.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse_flags(argv):
+  """absl's flag parsing; a misspelt config field exits like any bad flag (status 1).
+
+  ml_collections raises AttributeError/KeyError for an override of a field the locked
+  config does not have, which absl would print as a traceback.
+  """
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    detail = e.args[0] if e.args else e
+    detail = str(detail.args[0] if isinstance(detail, Exception) and detail.args else detail)
+    field = detail.split("\n")[0].strip("'\"")
+    bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and
+           field in a.split("=")[0].split(".")]
+    hint = " ".join(detail.split("\n")[1:])
+    sys.stderr.write(f"FATAL Flags parsing error: {', '.join(bad) or '--config'}: the config "
+                     f"has no field {field!r}. {hint}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
 
 
 def main(argv):
@@ -26,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -29,8 +29,11 @@ def manager(workdir: str, *, keep: int = 3) -> ocp.CheckpointManager:
   """
   if keep < 1:
     raise ValueError(f"train.keep_ckpts={keep} must be >= 1")
+  # cleanup_tmp_directories: a save cut by kill -9 leaves "<step>.orbax-checkpoint-tmp";
+  # it is never read, and removing it lets the resumed run save that step again.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         enable_async_checkpointing=True)
+                                         enable_async_checkpointing=True,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 

@@ -1,0 +1,50 @@
+"""run.py on the command line: overrides apply, a misspelt field exits non-zero naming it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.parametrize("override,field,hint", [
+    ("--config.train.lrr=3e-4", "--config.train.lrr", 'Did you mean "lr"'),
+    ("--config.trian.lr=3e-4", "--config.trian.lr", 'Did you mean "train"'),
+    ("--config.loss.temperature=0.1", "--config.loss.temperature", "no field 'temperature'"),
+])
+def test_misspelt_override_exits_nonzero_naming_the_field(tmp_path, override, field, hint):
+  p = run("--config=configs/synthetic.py:tiny", f"--workdir={tmp_path}", override)
+  assert p.returncode != 0
+  assert "FATAL Flags parsing error" in p.stderr and field in p.stderr and hint in p.stderr
+  assert "Traceback" not in p.stderr + p.stdout
+  assert not os.listdir(tmp_path)  # nothing ran
+
+
+def test_wrong_type_exits_nonzero(tmp_path):
+  p = run("--config=configs/synthetic.py:tiny", f"--workdir={tmp_path}",
+          "--config.train.lr=fast")
+  assert p.returncode != 0 and "--config.train.lr=fast" in p.stderr
+  assert "Traceback" not in p.stderr
+
+
+def test_overrides_reach_training(tmp_path):
+  p = run("--config=configs/synthetic.py:tiny", f"--workdir={tmp_path}",
+          "--config.train.num_steps=6", "--config.train.log_every=3",
+          "--config.train.ckpt_every=100", "--config.train.lr=0.02",
+          "--config.loss.name=siglip", "--config.loss.learn_tau=True")
+  assert p.returncode == 0, p.stderr
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [l["step"] for l in lines] == [3, 6]
+  assert "tau" in lines[0]  # learned temperature is logged
+  assert abs(max(l["lr"] for l in lines) - 0.02) < 0.02 * 0.2  # peak lr near the override
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["6"]
+  assert "step 6/6" in p.stderr and "steps/s" in p.stderr and "ETA" in p.stderr
