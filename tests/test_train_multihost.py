@@ -1,0 +1,76 @@
+"""Multi-host for real: 2 local processes, jax.distributed.initialize with a loopback
+coordinator and gloo CPU collectives, each feeding its own shard of every global batch,
+end with the parameters of one process training on the whole batch."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from platonic_jax import train
+from test_train import paired_features, small_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import jax
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    import numpy as np
+    from platonic_jax import train
+    from test_train import paired_features, small_config
+
+    port, pid, workdir, out = sys.argv[1:]
+    config = small_config()
+    config.train.update(dict(multihost=True, coordinator_address=f"127.0.0.1:{port}",
+                             num_processes=2, process_id=int(pid)))
+    res = train.train_adapters(config, paired_features(), workdir)
+    assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
+    flat = {"/".join(str(k.key) for k in path): np.asarray(v) for path, v in
+            jax.tree_util.tree_flatten_with_path(res.params)[0]}
+    np.savez(out, losses=np.array([h["loss"] for h in res.history]), **flat)
+    jax.distributed.shutdown()
+""")
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(tmp_path):
+  script = tmp_path / "child.py"
+  script.write_text(CHILD)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+  env.pop("XLA_FLAGS", None)
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i),
+                             str(tmp_path / "work"), str(tmp_path / f"out{i}.npz")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
+  outs = []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=300)[0])
+    finally:
+      if p.poll() is None:
+        p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-5000:]
+
+  single = train.train_adapters(small_config(), paired_features(), str(tmp_path / "single"))
+  import jax
+  want = {"/".join(str(k.key) for k in path): np.asarray(v) for path, v in
+          jax.tree_util.tree_flatten_with_path(single.params)[0]}
+  for i in range(2):
+    got = np.load(tmp_path / f"out{i}.npz")
+    np.testing.assert_allclose(got["losses"], [h["loss"] for h in single.history], rtol=1e-5)
+    assert set(got.files) - {"losses"} == set(want)
+    for k, v in want.items():
+      np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
