@@ -490,7 +490,10 @@ def baselines(train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], c
     fit = fit_baseline(kind, train, config)
     emb = {m: np.asarray(fit["embed"][m](test[m][:n]), np.float32) for m in mods[:2]}
     train_emb = {m: np.asarray(fit["embed"][m](train[m]), np.float32) for m in mods[:2]}
-    res = evaluate_space(test, emb, _two_modalities(config),
+    caps = test.get(f"{mods[1]}@captions")
+    caps_emb = None if caps is None else np.asarray(fit["embed"][mods[1]](caps), np.float32)
+    res = evaluate_space(test, emb, _two_modalities(config), captions_emb=caps_emb,
+                         caption_image=test.get("caption_image"),
                          train_emb=train_emb, train_labels=train.get("labels"),
                          with_verdict=with_verdict, resample=resample)
     res["info"] = fit["info"]
@@ -531,3 +534,84 @@ def finite_or_raise(tree, where: str = "results") -> None:
     elif isinstance(x, float) and not math.isfinite(x):
       raise ValueError(f"{path} is {x}")
   walk(tree, where)
+
+
+# ---------------------------------------------------------------------------------------
+# Stages with results cached in the workdir (a re-run skips what is done).
+
+STAGES_DIR = "stages"
+
+
+def stage_key(config, stage: str) -> str:
+  """What a stage's result depends on, hashed: the features' spec and the eval block, plus
+  (for "trained") the adapter, loss and train blocks and the seed."""
+  from platonic_jax import features
+  spec = {"features": features.feature_spec(config), "eval": features._jsonable(config.eval),
+          "stage": stage}
+  if stage == "trained":
+    spec.update(adapter=features._jsonable(config.adapter),
+                loss=features._jsonable(config.loss), train=features._jsonable(config.train),
+                seed=int(config.seed))
+  return features.spec_key(spec)
+
+
+def cached_stage(workdir: str, name: str, key: str, fn, *, log=None) -> dict:
+  """``fn()``'s result, computed once: stored in ``<workdir>/stages/<name>.json`` with
+  ``key``; a stored result with another key (a different config) is recomputed."""
+  import json
+  import logging
+  import os
+  from platonic_jax import features, report
+  path = os.path.join(workdir, STAGES_DIR, f"{name}.json")
+  log = log or logging.info
+  if os.path.exists(path):
+    with open(path) as f:
+      try:
+        stored = json.load(f)
+      except json.JSONDecodeError:
+        stored = {}
+    if stored.get("key") == key:
+      log(f"stage {name}: done ({path})")
+      return stored["result"]
+  result = fn()
+  features._atomic_write_bytes(path, json.dumps({"key": key, "result": report._clean(result)},
+                                                allow_nan=False).encode())
+  return json.loads(json.dumps(report._clean(result)))  # same form as a cached result
+
+
+def stage_before(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
+  """Stage 2, cached: ``alignment_before`` on the test split."""
+  return cached_stage(workdir, "before", stage_key(config, "before"),
+                      lambda: alignment_before(feats["test"], config))
+
+
+def stage_trained(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndarray]],
+                  embed) -> dict:
+  """Stages 4-5 (+ transfer), cached: the trained adapters evaluated by ``evaluate_space``.
+
+  embed: ``embed(modality, features [N, D]) -> [N, d_e]`` with the trained adapters, e.g.
+  ``lambda m, x: result.embed(result.params, m, x)`` for a ``train.TrainResult``.
+  Embeds the test split, every test caption when cached ("<text>@captions"), and the train
+  split when it has labels (cross-modal transfer).
+  """
+  def run():
+    mods = list(config.modalities)
+    test, train = feats["test"], feats["train"]
+    emb = {m: np.asarray(embed(m, test[m])) for m in mods}
+    caps = test.get(f"{mods[1]}@captions")
+    caps_emb = None if caps is None else np.asarray(embed(mods[1], caps))
+    train_emb = ({m: np.asarray(embed(m, train[m])) for m in mods[:2]}
+                 if "labels" in train else None)
+    return evaluate_space(test, emb, config, captions_emb=caps_emb,
+                          caption_image=test.get("caption_image"), train_emb=train_emb,
+                          train_labels=train.get("labels"))
+  return cached_stage(workdir, "trained", stage_key(config, "trained"), run)
+
+
+def stage_baselines(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndarray]]
+                    ) -> dict:
+  """Stage 6, cached: ``baselines`` (empty when ``eval.baselines`` is empty)."""
+  if not config.eval.baselines:
+    return {}
+  return cached_stage(workdir, "baselines", stage_key(config, "baselines"),
+                      lambda: baselines(feats["train"], feats["test"], config))
