@@ -124,8 +124,10 @@ def test_bf16_parity(ckpt, tokenizer):
 @pytest.mark.parametrize("overrides", [
     dict(scale_attn_by_inverse_layer_idx=True, n_inner=48, activation_function="gelu",
          layer_norm_epsilon=1e-3),
+    # add_cross_attention: the checkpoint holds cross-attention weights GPT2Model ignores
+    # without encoder states; conversion must skip them, not fail.
     dict(scale_attn_weights=False, reorder_and_upcast_attn=True, activation_function="relu",
-         n_layer=2),
+         n_layer=2, add_cross_attention=True),
 ])
 def test_config_variants_parity(tmp_path, overrides):
   directory, model = build_gpt2_checkpoint(tmp_path, seed=1, **overrides)
@@ -152,6 +154,27 @@ def test_features_do_not_depend_on_batch_or_padding(ckpt, tokenizer):
     batch = _features(model.config, params, batch_ids, batch_mask, pool)
     for a, b in zip(alone, batch):
       np.testing.assert_allclose(a[0], b[row], rtol=1e-5, atol=1e-6)
+
+
+def test_left_padding_uses_hf_positions(ckpt, tokenizer):
+  # HF numbers positions 0..T-1 whatever the mask (no position_ids given): left-padded
+  # inputs must then match HF too (pads are masked out of attention and pooling).
+  directory, model = ckpt
+  ids, mask, _ = tok_lib.tokenize(tokenizer, CAPTIONS[:3], max_length=128)
+  lens = mask.sum(1)
+  left_ids = np.full_like(ids, tokenizer.eos_token_id)
+  left_mask = np.zeros_like(mask)
+  for i, n in enumerate(lens):
+    left_ids[i, -n:], left_mask[i, -n:] = ids[i, :n], 1
+  ours = _features(model.config, _params(directory, model.config), left_ids, left_mask)
+  with torch.no_grad():
+    out = model(input_ids=torch.from_numpy(left_ids.astype(np.int64)),
+                attention_mask=torch.from_numpy(left_mask.astype(np.int64)),
+                output_hidden_states=True)
+  m = left_mask.astype(np.float64)
+  for a, h in zip(ours, out.hidden_states):
+    ref = np.einsum("btd,bt->bd", h.double().numpy(), m) / m.sum(1, keepdims=True)
+    assert _rel(a, ref) < 1e-4
 
 
 def test_truncation_is_counted_and_matches_hf(ckpt, tokenizer):
