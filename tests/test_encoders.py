@@ -86,6 +86,20 @@ def test_preprocess_matches_hf_image_processor(builder, tmp_path):
   np.testing.assert_array_equal(preprocess.preprocess([arr], spec)[0], ours[2])
 
 
+def test_preprocess_reads_legacy_resnet18_config(tmp_path):
+  """microsoft/resnet-18 ships a legacy feature-extractor config (int size, crop_pct)."""
+  cfg = {"crop_pct": 0.875, "do_normalize": True, "do_resize": True,
+         "feature_extractor_type": "ConvNextFeatureExtractor",
+         "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+         "resample": 3, "size": 64}
+  (tmp_path / "preprocessor_config.json").write_text(json.dumps(cfg))
+  spec = preprocess.ImageSpec.from_dir(str(tmp_path))
+  assert spec.output_size() == (64, 64)
+  imgs = fx.random_images(3, sizes=((80, 120), (150, 70), (64, 64)))
+  ref = fx.hf_pixel_values(str(tmp_path), imgs).transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(preprocess.preprocess(imgs, spec), ref, atol=1e-6)
+
+
 def test_preprocess_accepts_paths_and_bytes(tmp_path, resnet_ckpt):
   spec = preprocess.ImageSpec.from_dir(resnet_ckpt[0])
   img = Image.fromarray(fx.random_images(1)[0])

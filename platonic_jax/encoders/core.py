@@ -85,7 +85,7 @@ class Encoder:
     self.pools = tuple(arch.POOLS)
     self.dtype = jnp.dtype(dtype)
     self.module = arch.build(hf_config, dtype)
-    self.mesh = mesh or sharding.data_mesh()
+    self.mesh = mesh or sharding.data_mesh(jax.local_devices())
     self.image_spec = image_spec
     self.tokenizer = tokenizer
     self.max_length = int(max_length)
@@ -265,7 +265,8 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       and preprocessor_config.json (images) / tokenizer files (text).
     dtype: "float32" or "bfloat16" (bf16 matmul operands, float32 accumulation and output).
     max_length: text only: tokens per caption (longer ones truncated, counted).
-    devices: devices of the data mesh (default: all).
+    devices: devices of the data mesh (default: this host's ``jax.local_devices()``:
+      encoding is host-local -- on a multi-host run each host encodes its own items).
   """
   if isinstance(dtype, str):
     if dtype not in _DTYPES:
@@ -286,6 +287,6 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
   else:
     from platonic_jax.encoders import tokenize
     tokenizer = tokenize.load_tokenizer(path)
-  mesh = sharding.data_mesh(devices)
+  mesh = sharding.data_mesh(jax.local_devices() if devices is None else devices)
   return Encoder(name_or_dir, hf_config, arch, params, dtype, mesh, image_spec, tokenizer,
                  max_length)

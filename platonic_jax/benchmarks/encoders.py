@@ -1,0 +1,193 @@
+"""Encoder throughput: platonic_jax (jit, sharded) vs transformers PyTorch, same inputs.
+
+    python -m platonic_jax.benchmarks.encoders [--models=resnet18,gpt2,dinov2-s,dinov2-b]
+        [--batch=16] [--seq=77] [--image=224] [--seconds=8] [--threads=N] [--dtypes=fp32,bf16]
+        [--xla_flags="..."]
+
+Full-size models are built from configs with random weights (no download); the PyTorch
+model's weights are converted with the same ``convert`` that loads checkpoints, and the
+features of both are compared (relative error printed), so the run is also a parity check
+at full size. Throughput is images/s (tokens/s for GPT-2: batch x seq, all real tokens)
+of the model forward only -- preprocessing / tokenization excluded on both sides.
+Timings on a shared machine are noisy: compare the ratio column, measured in one run.
+
+PyTorch variants: fp32 NCHW and channels-last (ResNet; the ratio uses the faster),
+bf16 ``torch.autocast`` (channels-last for ResNet). platonic_jax: ``dtype=float32`` and
+``dtype=bfloat16`` (bf16 operands, f32 accumulation / outputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _parse(argv):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default="resnet18,gpt2,dinov2-s,dinov2-b")
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--seq", type=int, default=77, help="GPT-2 tokens per sequence")
+  p.add_argument("--image", type=int, default=224, help="image side in pixels")
+  p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per variant")
+  p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
+  p.add_argument("--dtypes", default="fp32,bf16")
+  p.add_argument("--single_thread", action="store_true",
+                 help="1 torch thread and single-threaded XLA:CPU: robust to a loaded machine, "
+                      "where multi-threaded torch (OpenMP barriers) degrades far more than XLA")
+  p.add_argument("--xla_flags", default=None,
+                 help="extra XLA_FLAGS, set before jax starts (e.g. "
+                      "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce,individual_convolution)")
+  return p.parse_args(argv)
+
+
+def _configs(name, image):
+  import transformers as T
+  if name == "resnet18":   # microsoft/resnet-18's config.json
+    return T.ResNetConfig(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
+                          layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)
+  if name == "gpt2":       # openai-community/gpt2 (124M)
+    return T.GPT2Config()
+  if name in ("dinov2-s", "dinov2-b"):   # facebook/dinov2-small / -base: trained at 518 px
+    d, h = (384, 6) if name == "dinov2-s" else (768, 12)
+    return T.Dinov2Config(hidden_size=d, num_attention_heads=h, num_hidden_layers=12,
+                          mlp_ratio=4, image_size=518, patch_size=14)
+  raise ValueError(f"unknown model {name!r}")
+
+
+def _torch_model(name, config):
+  import transformers as T
+  cls = {"resnet18": T.ResNetModel, "gpt2": T.GPT2Model}.get(name, T.Dinov2Model)
+  return cls(config).eval()
+
+
+def _round_robin(calls: dict, seconds: float, min_rounds: int = 3) -> dict:
+  """Median seconds per call of each blocking callable, timed in interleaved rounds.
+
+  Interleaving (a, b, c, a, b, c, ...) exposes every variant to the same background load,
+  so the ratios stay meaningful on a shared machine; the median drops stalls.
+  """
+  times = {k: [] for k in calls}
+  t0 = time.perf_counter()
+  rounds = 0
+  while rounds < min_rounds or time.perf_counter() - t0 < seconds * len(calls):
+    for k, fn in calls.items():
+      t = time.perf_counter()
+      fn()
+      times[k].append(time.perf_counter() - t)
+    rounds += 1
+  return {k: float(sorted(v)[len(v) // 2]) for k, v in times.items()}
+
+
+def _bench_model(name, args, dtypes, rows):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+
+  from platonic_jax.encoders import core, registry
+
+  config = _configs(name, args.image)
+  tmodel = _torch_model(name, config)
+  arch = registry.get(config.model_type)
+  sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
+  params = arch.convert(sd, config)
+  rng = np.random.default_rng(0)
+  if arch.MODALITY == "image":
+    x = rng.normal(size=(args.batch, args.image, args.image, 3)).astype(np.float32)
+    jax_inputs = (x,)
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    torch_inputs = lambda cl: dict(pixel_values=tx.contiguous(  # noqa: E731
+        memory_format=torch.channels_last) if cl else tx)
+    per_call, unit = args.batch, "img/s"
+  else:
+    ids = rng.integers(0, config.vocab_size, (args.batch, args.seq)).astype(np.int32)
+    mask = np.ones_like(ids)
+    jax_inputs = (ids, mask)
+    torch_inputs = lambda cl: dict(input_ids=torch.from_numpy(ids.astype(np.int64)),  # noqa: E731
+                                   attention_mask=torch.from_numpy(mask.astype(np.int64)))
+    per_call, unit = args.batch * args.seq, "tok/s"
+
+  def torch_ref(cl=False, autocast=False):
+    model = tmodel.to(memory_format=torch.channels_last) if cl else tmodel
+    inputs = torch_inputs(cl)
+
+    def run():
+      with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(**inputs, output_hidden_states=arch.MODALITY == "text")
+      return out
+    return run
+
+  def torch_feature(out):
+    if name == "resnet18":
+      return out.pooler_output[:, :, 0, 0].float().numpy()
+    if name == "gpt2":
+      return out.hidden_states[-1].float().mean(1).numpy()   # all tokens real: plain mean
+    return out.pooler_output.float().numpy()
+
+  ref = torch_feature(torch_ref()())
+  variants = {"fp32": [("eager", dict())], "bf16": [("autocast", dict(autocast=True))]}
+  if name == "resnet18":
+    variants["fp32"] = [("nchw", dict()), ("channels-last", dict(cl=True))]
+    variants["bf16"] = [("autocast channels-last", dict(cl=True, autocast=True))]
+  for dt in dtypes:
+    calls = {f"torch {label}": torch_ref(**kw) for label, kw in variants[dt]}
+    enc = core.Encoder(name, config, arch, params, jnp.float32 if dt == "fp32" else jnp.bfloat16)
+    fn = enc._fn("", (enc.num_layers - 1,))
+    dev_inputs = [jax.device_put(np.asarray(a), core.sharding.batch_sharding(enc.mesh))
+                  for a in jax_inputs]
+    calls["platonic_jax"] = lambda: jax.block_until_ready(fn(enc.params, *dev_inputs))
+    t0 = time.perf_counter()
+    feats = np.asarray(calls["platonic_jax"]()[0])
+    compile_s = time.perf_counter() - t0
+    err = float(np.linalg.norm(feats - ref) / np.linalg.norm(ref))
+    for k, c in calls.items():
+      if k != "platonic_jax":
+        c()   # warm-up (oneDNN primitive creation)
+    med = _round_robin(calls, args.seconds)
+    rates = {k: per_call / v for k, v in med.items()}
+    best = max((k for k in rates if k != "platonic_jax"), key=rates.get)
+    for k, r in rates.items():
+      if k != "platonic_jax":
+        rows.append((name, dt, k, r, unit, None, None))
+    rows.append((name, dt, "platonic_jax", rates["platonic_jax"], unit,
+                 rates["platonic_jax"] / rates[best],
+                 f"vs {best}; rel.err vs torch fp32 {err:.1e}; compile {compile_s:.0f}s"))
+    print(_format(rows[-1]), flush=True)
+
+
+def _format(r):
+  name, dt, impl, rate, unit, ratio, note = r
+  ratio_s = f"{ratio:5.2f}x" if ratio is not None else "      "
+  return f"{name:9s} {dt:5s} {impl:28s} {rate:10.1f} {unit:6s} {ratio_s} {note or ''}"
+
+
+def main(argv=None):
+  args = _parse(sys.argv[1:] if argv is None else argv)
+  flags = args.xla_flags or ""
+  if args.single_thread:
+    flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    args.threads = 1
+  if flags.strip():
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+  import jax
+  import torch
+  threads = args.threads or len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  print(f"devices: {jax.devices()}  torch threads: {threads}  batch: {args.batch}  "
+        f"image: {args.image}px  seq: {args.seq}  XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}  "
+        f"load average: {os.getloadavg()[0]:.1f}", flush=True)
+  rows = []
+  dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+  for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    _bench_model(name, args, dtypes, rows)
+  print("\nmodel     dtype impl                         throughput         ratio")
+  for r in rows:
+    print(_format(r))
+  print(f"load average at the end: {os.getloadavg()[0]:.1f} (on {len(os.sched_getaffinity(0))} cores)")
+  return rows
+
+
+if __name__ == "__main__":
+  main()
