@@ -32,8 +32,8 @@ def get_config(arg=None):
       map="mlp",                 # "linear" (seed 003) or "mlp" (random nonlinear)
       noise=0.1,                 # std of additive noise, relative to the signal's RMS
       reference_noise=0.02,      # the same for the reference view (sees z more faithfully)
-      class_sep=2.0,             # std of the class means, in units of the within-class std of z
-      nuisance_scale=1.0,        # std of each modality's private nuisance factors
+      class_sep=1.0,             # std of the class means, in units of the within-class std of z
+      nuisance_scale=1.5,        # std of each modality's private nuisance factors
       mlp_hidden=256,            # hidden width of the random MLP maps
   ))
 

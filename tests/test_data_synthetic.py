@@ -115,6 +115,74 @@ def test_ingredients_of_the_verdict(kind):
   assert m_x0 > m_x + 0.1, (m_x0, m_x)
 
 
+def _linear_cka(a, b):
+  a = a.astype(np.float64) - a.mean(0)
+  b = b.astype(np.float64) - b.mean(0)
+  # [Da, N] x [N, Db] -> [Da, Db]: ||A^T B||_F^2 = HSIC(AA^T, BB^T) up to (n-1)^2
+  return float(np.linalg.norm(a.T @ b) ** 2 /
+               (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b)))
+
+
+def _train_infonce(x, y, dim, steps, batch, tau=0.07, seed=0):
+  """Linear adapters W_x, W_y trained with the symmetric InfoNCE (CLIP) loss; written
+  here with optax so the check does not depend on platonic_jax's trainer."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  kx, ky = jax.random.split(jax.random.PRNGKey(seed))
+  params = {"wx": jax.random.normal(kx, (x.shape[1], dim)) / np.sqrt(x.shape[1]),
+            "wy": jax.random.normal(ky, (y.shape[1], dim)) / np.sqrt(y.shape[1])}
+
+  def loss_fn(p, xb, yb):
+    u = xb @ p["wx"]  # [B, Dx] x [Dx, d] -> [B, d]
+    v = yb @ p["wy"]  # [B, Dy] x [Dy, d] -> [B, d]
+    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+    v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+    logits = u @ v.T / tau  # [B, d] x [d, B] -> [B, B]
+    labels = jnp.arange(xb.shape[0])
+    return 0.5 * (optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean() +
+                  optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean())
+
+  tx = optax.adam(1e-3)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(p, o, xb, yb):
+    grads = jax.grad(loss_fn)(p, xb, yb)
+    updates, o = tx.update(grads, o, p)
+    return optax.apply_updates(p, updates), o
+
+  rng = np.random.default_rng(seed)
+  for _ in range(steps):
+    idx = rng.choice(x.shape[0], batch, replace=False)
+    params, opt = step(params, opt, x[idx], y[idx])
+  return np.asarray(params["wx"]), np.asarray(params["wy"])
+
+
+@pytest.mark.parametrize("nuisance_dim", [16, 0])
+def test_contrastive_adapters_move_toward_the_reference(nuisance_dim):
+  """The verdict the world is built to produce, end to end with a minimal trainer: the
+  adapted space aligns with the reference better than the raw modalities do, by mutual
+  kNN and by linear CKA (float64 NumPy) — and the gain goes away with the nuisance."""
+  cfg = _cfg(nuisance_dim=nuisance_dim)
+  w = make_world(cfg, seed=0)
+  tr, te = w["train"], w["test"]
+  wx, wy = _train_infonce(tr["image"], tr["text"], dim=32, steps=600, batch=256)
+  u, v = te["image"] @ wx, te["text"] @ wy  # [N, D] x [D, 32] -> [N, 32]
+  # The mean of both unit-norm sides (one point per sample; cosine kNN ignores its norm).
+  rep = (u / np.linalg.norm(u, axis=1, keepdims=True) +
+         v / np.linalg.norm(v, axis=1, keepdims=True))
+  ref = te["reference"]
+  for metric in (_mutual_knn, _linear_cka):
+    before = (metric(te["image"], ref) + metric(te["text"], ref)) / 2
+    after = metric(rep, ref)
+    if nuisance_dim:
+      assert after > before + 0.1, (metric.__name__, after, before)
+    else:  # nothing private to drop: no reason to move toward the reference
+      assert after < before + 0.05, (metric.__name__, after, before)
+
+
 def test_seed003_preset():
   cfg = _cfg(preset="seed003")
   w = make_world(cfg, seed=0)

@@ -42,9 +42,19 @@ in image space are partly decided by u_image), while the reference's kernel K_re
 decided by z alone. Hence the expected verdict: m(K_repr, K_ref) > avg(m(K_X, K_ref),
 m(K_Y, K_ref)) — the experiment's "aligned space moves toward the stronger model"
 outcome is built in, with a known cause, so the pipeline can be checked end to end.
-Turning ``nuisance_dim`` to 0 removes the cause, and the gap should shrink; the tests
-check the ingredients (the kernel of z aligns with K_ref better than K_X and K_Y do,
-and a linear CCA of (x, y) — a closed-form stand-in for the adapters — does too).
+Turning ``nuisance_dim`` to 0 removes the cause, and the gap goes away. The tests check
+the ingredients (the kernel of z aligns with K_ref better than K_X and K_Y do, and so does
+a linear CCA of (x, y), a closed-form stand-in for the adapters) and the outcome (linear
+adapters trained with InfoNCE beat the modalities by > 0.1 in mutual kNN and linear CKA;
+with ``nuisance_dim=0`` they do not).
+
+The defaults (``class_sep=1``, ``nuisance_scale=1.5``) are chosen so that every metric
+family agrees: contrastive training also evens out the spectrum of z (InfoNCE spreads
+the embeddings), which lowers CKA — a variance-weighted metric — when the class means
+dominate z's variance (``class_sep=2``) or the nuisance is weak (``nuisance_scale=1``:
+at the full size the modalities then keep a higher linear CKA with the reference than
+the adapted space, while mutual kNN still favours the adapted space). Private content
+slightly stronger than the shared content is also what photos vs captions look like.
 
 The seed 003 preset (``preset="seed003"``)
 ------------------------------------------
