@@ -338,3 +338,16 @@ def test_open_source_and_loader_end_to_end(tmp_path):
     pdata.open_source(cfg, "valid", str(root / "tfds_e2e"))
   with pytest.raises(ValueError, match="caption_policy"):
     pdata.open_source(_data_config(caption_policy="shortest"), "train", str(root / "tfds_e2e"))
+
+
+def test_image_text_folder_refuses_a_data_dir_built_from_another_folder(tmp_path):
+  _make_folder(str(tmp_path / "a"), "jsonl", True)
+  _make_folder(str(tmp_path / "b"), "csv", False)
+  cfg = _data_config(name="image_text_folder", manual_dir=str(tmp_path / "a"))
+  src = pdata.open_source(cfg, "train", str(tmp_path / "tfds"))
+  assert len(src) == 2  # images 0 and 3 are the training split of folder a
+  again = pdata.open_source(cfg, "train", str(tmp_path / "tfds"))  # re-read: fine
+  assert len(again) == len(src)
+  with pytest.raises(ValueError, match="separate data_dir"):
+    pdata.open_source(_data_config(name="image_text_folder", manual_dir=str(tmp_path / "b")),
+                      "train", str(tmp_path / "tfds"))

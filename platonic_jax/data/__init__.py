@@ -85,4 +85,19 @@ def open_source(data_config, split: str, data_dir: str | None = None):
       b = builder(data_config, data_dir)  # re-read the now-prepared dataset info
     else:
       _prepare(b, data_config.name, data_config.get("manual_dir", ""))
+  _check_same_folder(b, data_config)
   return b.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def _check_same_folder(b: tfds.core.DatasetBuilder, data_config) -> None:
+  """TFDS caches a dataset by name/config/version, not by its manual dir: a data_dir built
+  from another image_text_folder would be read silently. Refuse that."""
+  manual_dir = data_config.get("manual_dir", "")
+  built_from = b.info.metadata.get("annotation") if b.info.metadata else None
+  if data_config.name != "image_text_folder" or not manual_dir or not built_from:
+    return
+  if os.path.dirname(built_from) != os.path.realpath(manual_dir):
+    raise ValueError(
+        f"{b.data_dir} holds image_text_folder built from {os.path.dirname(built_from)}, "
+        f"not from data.manual_dir={manual_dir}. Use a separate data_dir per folder "
+        "(--config.data.data_dir=...) or delete the old one to rebuild.")

@@ -165,7 +165,8 @@ def prepare(*, captions: dict[str, list[str]], splits: dict[str, str] | None,
     logging.warning("%s: dropped %d empty caption(s), %d image(s) left without a caption, "
                     "skipped %d bad image(s)", source, num_empty, len(orphans), len(bad))
   if metadata is not None:
-    metadata.update(dropped_empty_captions=num_empty,
+    metadata.update(annotation=os.path.realpath(source),
+                    dropped_empty_captions=num_empty,
                     dropped_images_without_caption=len(orphans),
                     skipped_bad_images=len(bad), skipped_bad_files=sorted(bad))
   if not captions:
