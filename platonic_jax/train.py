@@ -388,6 +388,9 @@ def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> 
   maybe_initialize_distributed(tc)
   _quiet_orbax()
   names = tuple(config.modalities.keys())
+  for field in ("log_every", "ckpt_every", "batch_size"):
+    if tc[field] < 1:
+      raise ValueError(f"train.{field}={tc[field]} must be >= 1")
   if tc.batch_size % jax.device_count():
     raise ValueError(f"train.batch_size={tc.batch_size} must be a multiple of the "
                      f"{jax.device_count()} devices (each takes an equal share)")

@@ -179,6 +179,7 @@ def test_train_adapters_end_to_end(tmp_path):
   assert [h["step"] for h in again.history] == [4, 8, 12, 16]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_nan_stops_training_naming_the_step(tmp_path):
   # An infinite learning rate makes the parameters non-finite after the first update,
   # so the loss of update 2 is the first NaN; it is found at the checkpoint of step 3.
@@ -194,6 +195,7 @@ def test_nan_stops_training_naming_the_step(tmp_path):
     (lambda f, c: f["image"].__setitem__((5, 1), np.nan), "NaN/inf \\(first in row 5\\)"),
     (lambda f, c: c.train.update(batch_size=36), "multiple of the 8 devices"),
     (lambda f, c: c.train.update(batch_size=512), "larger than the 256"),
+    (lambda f, c: c.train.update(ckpt_every=0), "train.ckpt_every=0 must be >= 1"),
 ])
 def test_bad_input_names_the_problem(tmp_path, change, match):
   config, feats = small_config(), paired_features()

@@ -120,7 +120,7 @@ def bench(batch_size: int, steps: int) -> dict:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--batch_sizes", default="1024,8192")
-  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--steps", type=int, default=5)
   p.add_argument("--json", default="", help="also write the results to this file")
   args = p.parse_args(argv)
   print(f"devices: {jax.devices()}  d_x={DX} d_y={DY} d_e={DE}  target {TARGET:,} pairs/s")
