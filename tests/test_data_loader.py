@@ -147,3 +147,28 @@ def test_empty_source_and_undecodable_record():
   bad = SOURCE[:3] + [{"image": b"garbage", "caption": b"x"}]
   with pytest.raises(ValueError, match="record 3"):
     list(make_loader(bad, batch_size=2, shard_index=0, shard_count=1, shuffle=False))
+
+
+def test_iterator_state_saved_with_orbax_beside_the_train_state(tmp_path):
+  """The documented way to checkpoint the loader with the train state."""
+  import grain
+  import orbax.checkpoint as ocp
+
+  loader = make_loader(SOURCE, batch_size=3, preprocess=_prep, seed=2, shuffle=True,
+                       num_epochs=2, worker_count=0, shard_index=0, shard_count=1)
+  full = list(loader)
+  it = iter(loader)
+  for _ in range(4):
+    next(it)
+  state = {"w": np.arange(3.0)}
+  with ocp.CheckpointManager(str(tmp_path), item_names=("state", "data")) as mngr:
+    mngr.save(4, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                         data=grain.checkpoint.CheckpointSave(it)))
+    mngr.wait_until_finished()
+    fresh = iter(loader)
+    mngr.restore(4, args=ocp.args.Composite(state=ocp.args.StandardRestore(state),
+                                            data=grain.checkpoint.CheckpointRestore(fresh)))
+  rest = list(fresh)
+  assert len(rest) == len(full) - 4
+  for got, want in zip(rest, full[4:]):
+    np.testing.assert_array_equal(got["index"], want["index"])
