@@ -69,11 +69,16 @@ def _run_steps(config, feats, devices, steps):
   return np.array(out), jax.tree.map(np.asarray, state.params)
 
 
-@pytest.mark.parametrize("loss,learn_tau", [("clip", True), ("siglip", False)])
-def test_eight_devices_match_one_device(num_devices, loss, learn_tau):
+@pytest.mark.parametrize("loss,learn_tau,three_mlp", [
+    ("clip", True, False), ("siglip", False, False), ("clip_one_way", False, True)])
+def test_eight_devices_match_one_device(num_devices, loss, learn_tau, three_mlp):
   config = small_config()
   config.loss.name, config.loss.learn_tau = loss, learn_tau
   feats = paired_features()
+  if three_mlp:  # a third modality, MLP heads, ImageBind-style anchored pairs
+    feats["audio"] = paired_features(dx=5, seed=0)["image"][:, :5] * 2 + 1
+    config.modalities.audio = ml_collections.ConfigDict(dict(encoder="", layer=-1, pool=""))
+    config.adapter.kind, config.loss.pairs, config.loss.anchor = "mlp", "anchor", "text"
   l8, p8 = _run_steps(config, feats, jax.devices(), 6)
   l1, p1 = _run_steps(config, feats, jax.devices()[:1], 6)
   np.testing.assert_allclose(l8, l1, rtol=1e-5)
