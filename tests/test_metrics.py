@@ -153,6 +153,15 @@ def test_kernel_metrics_match_reference(n, da, db, k, tile):
   assert metrics.svcca(a, b, cca_dim=d) == pytest.approx(ref_svcca(a, b, d), abs=2e-5)
 
 
+def test_rbf_cka_accurate_when_kernel_entries_are_all_close():
+  # Unit vectors, wide bandwidth: every K_ij is in [0.92, 1], so the centred HSIC is a
+  # small difference of large sums (fp32 without the shift lost ~3 digits here).
+  a, b = data(400, 24, 16, seed=12)
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  assert metrics.cka(unit(a), unit(b), kernel="rbf", sigma=5.0, tile=128) == pytest.approx(
+      ref_cka(unit(a), unit(b), "rbf", 5.0), abs=1e-6)
+
+
 def test_cknna_full_k_is_unbiased_cka():
   # k = N - 1 masks nothing: CKNNA reduces to unbiased CKA (what the reference intends
   # with topk=None).

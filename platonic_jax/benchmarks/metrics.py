@@ -1,0 +1,284 @@
+"""Benchmark of the tiled alignment metrics against the reference approach.
+
+    python -m platonic_jax.benchmarks.metrics                      # N = 1k, 4k, 16k, 64k
+    python -m platonic_jax.benchmarks.metrics --sizes=1000,4000    # quick
+
+For each N (D = 768, random float32 features) and metric: wall time, peak RSS of a fresh
+process, the Gram-matmul throughput as a fraction of this machine's fp32 matmul peak (a
+jitted ``jnp`` matmul measured in the same process just before), and the speed-up over
+the reference approach of the Platonic release — full N x N Gram, then a full
+descending argsort per row (k-NN metrics), or dense ``trace(K H L H)`` HSICs (CKA) — run
+in PyTorch CPU where it fits in memory. Every measurement runs in its own subprocess so
+peak RSS is its own. Timings on a shared machine are noisy: compare ratios measured in
+the same run. The opt-in bf16 path reports how many fp32 neighbours it keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+D = 768
+K = 10
+KNN = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn")
+ALL = KNN + ("mutual_knn@bf16", "cka", "cka@rbf", "unbiased_cka", "cknna", "svcca")
+# At the largest sizes only the metrics with distinct costs (the other k-NN metrics
+# reuse mutual_knn's neighbour pass; their extra cost is O(N k^2)).
+LARGE = ("mutual_knn", "cka", "unbiased_cka", "cknna", "svcca")
+DENSE_KNN_MAX = 16384  # the reference Gram + argsort needs ~28 N^2 bytes
+DENSE_CKA_MAX = 4096  # dense trace(K H L H) is O(N^3): ~20 min at 16k here
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _features(n: int, seed: int):
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  z = rng.standard_normal((n, 32), dtype=np.float32)  # a shared latent: scores are not ~0
+  x = z @ rng.standard_normal((32, D), dtype=np.float32)
+  x += rng.standard_normal((n, D), dtype=np.float32) * 3
+  x /= np.linalg.norm(x, axis=1, keepdims=True)  # as score() does: cosine neighbours
+  return x
+
+
+def _matmul_peak_gflops() -> float:
+  """Best-of-5 fp32 throughput of a jitted [2048, 768] x [768, 2048] matmul."""
+  import jax
+  import jax.numpy as jnp
+  x = jnp.ones((2048, D), jnp.float32)
+  f = jax.jit(lambda a: jnp.dot(a, a.T, precision=jax.lax.Precision.HIGHEST))
+  f(x).block_until_ready()
+  best = float("inf")
+  for _ in range(5):
+    t0 = time.perf_counter()
+    f(x).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * 2048 * 2048 * D / best / 1e9
+
+
+def _timed(fn):
+  """Time of a call; repeated once (compile excluded) unless the first took > 20 s."""
+  t0 = time.perf_counter()
+  out = fn()
+  first = time.perf_counter() - t0
+  if first > 20:
+    return out, first, True
+  t0 = time.perf_counter()
+  out = fn()
+  return out, min(first, time.perf_counter() - t0), False
+
+
+def run_one(metric: str, n: int, tile: int) -> dict:
+  """One measurement of our implementation, in this (fresh) process."""
+  import numpy as np
+  from platonic_jax import metrics
+  a, b = _features(n, 0), _features(n, 1)
+  peak = _matmul_peak_gflops()
+  name, _, variant = metric.partition("@")
+  kw = {}
+  if name in KNN or name == "cknna":
+    kw = {"k": K, "tile": tile}
+  if variant == "bf16":
+    kw["precision"] = "bf16"
+  if variant == "rbf":
+    kw = {"kernel": "rbf", "sigma": 1.0, "tile": tile}
+  value, secs, with_compile = _timed(lambda: metrics.METRICS[name](a, b, **kw))
+  import jax
+  row = {"metric": metric, "n": n, "devices": jax.device_count(), "value": value,
+         "seconds": secs,
+         "compile_included": with_compile, "peak_gflops": peak}
+  # Gram work actually done (multiply-adds x 2): the k-NN pass visits the upper triangle
+  # of both N x N Gram matrices; RBF the same; linear kernels three D x D Grams.
+  if name in KNN or name == "cknna" or variant == "rbf":
+    row["gram_gflop"] = 2 * (n * n / 2) * 2 * D / 1e9
+  elif name in ("cka", "unbiased_cka", "svcca"):
+    row["gram_gflop"] = 3 * 2 * n * D * D / 1e9
+  if "gram_gflop" in row:
+    row["efficiency"] = row["gram_gflop"] / secs / peak
+  if variant == "bf16":  # how far the bf16 neighbour sets are from fp32 ones (on a)
+    _, i16 = metrics.nearest_neighbors(a, K, tile=tile, precision="bf16")
+    _, i32 = metrics.nearest_neighbors(a, K, tile=tile)
+    row["bf16_neighbour_overlap"] = float(metrics.knn._mutual_from_idx(i32, i16))
+    row["bf16_exact_lists"] = float((np.asarray(i16) == np.asarray(i32)).all(1).mean())
+  row["peak_rss_mb"] = _peak_rss_mb()
+  return row
+
+
+def run_reference(metric: str, n: int) -> dict:
+  """The reference approach in PyTorch CPU (dense N x N), in this (fresh) process."""
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  a, b = (torch.from_numpy(_features(n, s)) for s in (0, 1))
+
+  def knn(x):  # full Gram, self masked, full descending argsort per row
+    return (x @ x.T).fill_diagonal_(-1e8).argsort(dim=1, descending=True)[:, :K]
+
+  def mutual():
+    ka, kb = knn(a), knn(b)
+    rows = torch.arange(n)[:, None]
+    ma, mb = torch.zeros(n, n), torch.zeros(n, n)
+    ma[rows, ka] = 1.0
+    mb[rows, kb] = 1.0
+    return ((ma * mb).sum(1) / K).mean().item()
+
+  def cka():
+    k, l = a @ a.T, b @ b.T
+    h = torch.eye(n) - 1.0 / n
+    hsic = lambda x, y: torch.trace(x @ h @ y @ h)
+    return (hsic(k, l) / torch.sqrt(hsic(k, k) * hsic(l, l))).item()
+
+  fn = mutual if metric == "mutual_knn" else cka
+  t0 = time.perf_counter()
+  value = fn()
+  return {"metric": metric, "n": n, "value": value, "seconds": time.perf_counter() - t0,
+          "peak_rss_mb": _peak_rss_mb()}
+
+
+def _subprocess(args: list[str], timeout: float, cpu_devices: int = 1) -> dict | None:
+  cmd = [sys.executable, "-m", "platonic_jax.benchmarks.metrics", *args]
+  env = dict(os.environ)
+  if cpu_devices > 1:
+    # One XLA:CPU device per core: the data mesh then runs one block stream per core, so
+    # one core's top-k (a single-threaded XLA:CPU runtime call) overlaps the other's
+    # matmul. No effect on accelerators.
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                        + f" --xla_force_host_platform_device_count={cpu_devices}").strip()
+  try:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+  except subprocess.TimeoutExpired:
+    return {"error": f"timeout after {timeout:.0f} s"}
+  if out.returncode != 0:
+    return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _fmt_table(rows: list[dict]) -> str:
+  head = ("| metric | N | time (s) | peak RSS (MB) | Gram GFLOP/s | % of fp32 peak | "
+          "reference (s) | speed-up | note |")
+  lines = [head, "|" + " --- |" * 9]
+  for r in rows:
+    if "error" in r:
+      lines.append(f"| {r['metric']} | {r['n']} | error: {r['error']} | | | | | | |")
+      continue
+    gf = r.get("gram_gflop")
+    rate = f"{gf / r['seconds']:.1f}" if gf else ""
+    eff = f"{100 * r['efficiency']:.0f}%" if "efficiency" in r else ""
+    ref = r.get("reference_seconds")
+    refs = (f"{ref:.2f}" + (" (extrap. N^3)" if r.get("reference_extrapolated") else "")
+            if ref else "")
+    speed = f"{ref / r['seconds']:.0f}x" if ref else ""
+    note = []
+    if r.get("compile_included"):
+      note.append("incl. compile")
+    if "bf16_neighbour_overlap" in r:
+      note.append(f"bf16 keeps {100 * r['bf16_neighbour_overlap']:.2f}% of the fp32 "
+                  f"neighbours; {100 * r['bf16_exact_lists']:.1f}% of rows identical lists")
+    if "reference_peak_rss_mb" in r:
+      note.append(f"reference RSS {r['reference_peak_rss_mb']:.0f} MB")
+    lines.append(f"| {r['metric']} | {r['n']} | {r['seconds']:.3f} | {r['peak_rss_mb']:.0f} | "
+                 f"{rate} | {eff} | {refs} | {speed} | {'; '.join(note)} |")
+  return "\n".join(lines)
+
+
+def _targets(rows: list[dict]) -> list[str]:
+  get = lambda m, n: next((r for r in rows if r["metric"] == m and r["n"] == n
+                           and "error" not in r), None)
+  out = []
+  r = get("mutual_knn", 16000)
+  if r and r.get("reference_seconds"):
+    s = r["reference_seconds"] / r["seconds"]
+    out.append(f"mutual_knn 16k >= 10x reference: {s:.1f}x {'PASS' if s >= 10 else 'FAIL'}")
+  r = get("mutual_knn", 64000)
+  if r:
+    out.append(f"mutual_knn 64k peak RSS < 1 GB: {r['peak_rss_mb']:.0f} MB "
+               f"{'PASS' if r['peak_rss_mb'] < 1024 else 'FAIL'}")
+  big = [r for r in rows if "error" not in r and r["metric"] == "mutual_knn" and r["n"] >= 4000]
+  if big:
+    e = max(r["efficiency"] for r in big)
+    out.append(f"k-NN Gram work >= 80% of fp32 matmul peak: best {100 * e:.0f}% "
+               f"{'PASS' if e >= 0.8 else 'FAIL'}")
+  r = get("cka", 16000)
+  if r and r.get("reference_seconds"):
+    s = r["reference_seconds"] / r["seconds"]
+    out.append(f"linear cka 16k >= 1000x dense: {s:.0f}x"
+               f"{' (dense extrapolated)' if r.get('reference_extrapolated') else ''} "
+               f"{'PASS' if s >= 1000 else 'FAIL'}")
+  return out
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--sizes", default="1000,4000,16000,64000", help="comma-separated N")
+  p.add_argument("--metrics", default=None,
+                 help=f"comma-separated subset of {','.join(ALL)} (default: all below 64k, "
+                 f"{','.join(LARGE)} at >= 64k)")
+  p.add_argument("--tile", type=int, default=512)
+  p.add_argument("--cpu-devices", type=int, default=1,
+                 help="XLA:CPU devices in the data mesh (e.g. one per core; each holds a "
+                 "copy of the features)")
+  p.add_argument("--no-reference", action="store_true", help="skip the dense reference runs")
+  p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
+  p.add_argument("--json", default=None, help="also write the rows to this file")
+  p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # worker: our metric
+  p.add_argument("--ref", default=None, help=argparse.SUPPRESS)  # worker: reference
+  p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+
+  if args.one:
+    print(json.dumps(run_one(args.one, args.n, args.tile)))
+    return 0
+  if args.ref:
+    print(json.dumps(run_reference(args.ref, args.n)))
+    return 0
+
+  sizes = [int(s) for s in args.sizes.split(",")]
+  rows = []
+  for n in sizes:
+    chosen = (args.metrics.split(",") if args.metrics else (ALL if n < 64000 else LARGE))
+    ref_cache = {}
+    for m in chosen:
+      if m not in ALL:
+        p.error(f"unknown metric {m!r}; choose from {ALL}")
+      r = _subprocess(["--one", m, "--n", str(n), "--tile", str(args.tile)], args.timeout,
+                      args.cpu_devices)
+      r.setdefault("metric", m)
+      r.setdefault("n", n)
+      ref_name = {"mutual_knn": "mutual_knn", "cka": "cka"}.get(m)
+      if ref_name and not args.no_reference and "error" not in r:
+        limit = DENSE_KNN_MAX if ref_name == "mutual_knn" else DENSE_CKA_MAX
+        if n <= limit:
+          ref = _subprocess(["--ref", ref_name, "--n", str(n)], args.timeout)
+          if "error" not in ref:
+            r["reference_seconds"] = ref["seconds"]
+            r["reference_peak_rss_mb"] = ref["peak_rss_mb"]
+            ref_cache[ref_name] = (n, ref["seconds"])
+        elif ref_name == "cka":
+          # Dense CKA is O(N^3) flops: extrapolate from the largest size measured.
+          base = next((x for x in reversed(rows) if x["metric"] == "cka"
+                       and x.get("reference_seconds") and not x.get("reference_extrapolated")),
+                      None)
+          if base:
+            r["reference_seconds"] = base["reference_seconds"] * (n / base["n"]) ** 3
+            r["reference_extrapolated"] = True
+      rows.append(r)
+      print(json.dumps(r), file=sys.stderr, flush=True)
+  print(_fmt_table(rows))
+  print()
+  for line in _targets(rows):
+    print(line)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
