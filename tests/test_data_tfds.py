@@ -7,7 +7,6 @@ in all three annotation formats. Expected values are computed here from the file
 
 import csv
 import hashlib
-import io
 import json
 import os
 
@@ -333,7 +332,8 @@ def test_open_source_and_loader_end_to_end(tmp_path):
     path = root / "manual" / "flickr30k-images" / filename
     assert caption in [c.strip() for c in captions[filename]]
     with Image.open(path) as im:
-      np.testing.assert_array_equal(image, np.asarray(convert_to_rgb(im, return_numpy=False).resize((8, 8))))
+      want = convert_to_rgb(im, return_numpy=False).resize((8, 8))
+      np.testing.assert_array_equal(image, np.asarray(want))
   with pytest.raises(ValueError, match="split"):
     pdata.open_source(cfg, "valid", str(root / "tfds_e2e"))
   with pytest.raises(ValueError, match="caption_policy"):

@@ -3,8 +3,9 @@
     python -m platonic_jax.benchmarks.data [--num_images=512] [--batch=64] [--workers=2]
         [--size=500x375] [--seconds=8]
 
-Builds an ``image_text_folder`` TFDS dataset of Flickr30k-like JPEGs (500 x 375, smooth
-content + grain, quality 90: ~Flickr30k's size and bytes per image) in a temp dir, then
+Builds an ``image_text_folder`` TFDS dataset of Flickr30k-like JPEGs (500 x 375 like
+Flickr30k's photos, smooth content + heavy grain, quality 90: ~95 KiB each; real Flickr30k
+files average ~130 KB, so their decode costs a little more) in a temp dir, then
 times the grain loader over it with resnet-18's preprocessing
 (``ConvNextImageProcessor``: resize the short side to 256, center-crop 224, normalise;
 ``platonic_jax.encoders.preprocess``):
@@ -17,9 +18,9 @@ times the grain loader over it with resnet-18's preprocessing
 and the Flax ResNet-18 forward pass (microsoft/resnet-18's config, random weights, saved
 as a HF checkpoint and loaded by ``encoders.load``) on [batch, 224, 224, 3] on this
 machine's default JAX device. The per-worker rate is also given per CPU-second (the
-decode + preprocessing cost itself, independent of other load on a shared machine). Target: loader with the default
-worker count >= 2x the encoder's images/s. Timings on a shared machine are noisy: the
-ratio column compares rates measured in the same run.
+decode + preprocessing cost itself, independent of other load on a shared machine).
+Target: loader with the default worker count >= 2x the encoder's images/s. Timings on a
+shared machine are noisy: the ratio column compares rates measured in the same run.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _fake_photos(folder: str, n: int, w: int, h: int) -> float:
   for i in range(n):
     low = Image.fromarray(rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8))
     a = np.asarray(low.resize((w, h), Image.BICUBIC), np.int16)
-    a = np.clip(a + rng.normal(0, 6, a.shape), 0, 255).astype(np.uint8)
+    a = np.clip(a + rng.normal(0, 16, a.shape), 0, 255).astype(np.uint8)
     path = os.path.join(folder, f"{i:06d}.jpg")
     Image.fromarray(a).save(path, "JPEG", quality=90)
     total += os.path.getsize(path)

@@ -158,8 +158,8 @@ def read_annotation(path: str) -> tuple[dict[str, list[str]], dict[str, str] | N
     captions[image.strip()].append(caption)
   if bad_rows:
     shown = "\n".join(f"  line {n}: {r[:100]!r}" for n, r in bad_rows[:20])
-    raise ValueError(f"{path}: {len(bad_rows)} row(s) do not parse "
-                     f"({'`name| number| caption`' if name.endswith('.csv') else '`name.jpg#i<TAB>caption`'}):\n{shown}")
+    expected = "`name| number| caption`" if name.endswith(".csv") else "`name.jpg#i<TAB>caption`"
+    raise ValueError(f"{path}: {len(bad_rows)} row(s) do not parse ({expected}):\n{shown}")
   return dict(captions), None
 
 
@@ -169,8 +169,8 @@ def _read_karpathy(path: str) -> tuple[dict[str, list[str]], dict[str, str]]:
   try:
     images = data["images"]
     captions = {im["filename"]: [s["raw"] for s in im["sentences"]] for im in images}
-    splits = {im["filename"]: {"val": "validation", "restval": "train"}.get(im["split"], im["split"])
-              for im in images}
+    renames = {"val": "validation", "restval": "train"}
+    splits = {im["filename"]: renames.get(im["split"], im["split"]) for im in images}
   except (KeyError, TypeError) as e:
     raise ValueError(f"{path} is not Karpathy's format ({{'images': [{{'filename', 'split', "
                      f"'sentences': [{{'raw'}}]}}]}}): missing {e}") from None

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import grain
 import numpy as np
