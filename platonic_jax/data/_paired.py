@@ -22,8 +22,8 @@ from PIL import Image
 
 CAPTION_POLICIES = ("longest", "first", "random", "all")
 SPLITS = ("train", "validation", "test")
-# Karpathy's Flickr30k split sizes: 29000 / 1014 / 1000 of 31014 images. Annotations
-# without a split get the same proportions (see `hash_split`).
+# Karpathy's Flickr30k split sizes: 29000 / 1014 / 1000 (31,014 of the 31,783 images).
+# Annotations without a split get his test / validation sizes (see `hash_split`).
 KARPATHY_SIZES = {"train": 29000, "validation": 1014, "test": 1000}
 
 
@@ -66,16 +66,18 @@ def hash_split(names: Iterable[str]) -> dict[str, str]:
 
   Images are ordered by the SHA-256 of their file name (a fixed pseudo-random order that
   does not depend on the annotation's row order or on the machine); the first
-  ``round(N * 1000 / 31014)`` are ``test``, the next ``round(N * 1014 / 31014)`` are
-  ``validation``, the rest ``train`` — Karpathy's proportions, so the full 31,014-image
-  Flickr30k gives 29000 / 1014 / 1000 (not Karpathy's *images*, whose list is only in
-  his json). With N >= 3 every split gets at least one image.
+  ``min(1000, round(N * 1000 / 31014))`` are ``test``, the next
+  ``min(1014, round(N * 1014 / 31014))`` are ``validation``, the rest ``train``. So the
+  full Flickr30k (31,783 images in the .token / .csv files) gets Karpathy's test and
+  validation *sizes*, 1000 / 1014, and 29,769 training images (not Karpathy's *images*,
+  whose list is only in his json); smaller sets keep his proportions. With N >= 3 every
+  split gets at least one image.
   """
   names = sorted(set(names), key=lambda n: hashlib.sha256(n.encode("utf-8")).hexdigest())
   n = len(names)
   total = sum(KARPATHY_SIZES.values())
-  n_test = round(n * KARPATHY_SIZES["test"] / total)
-  n_val = round(n * KARPATHY_SIZES["validation"] / total)
+  n_test = min(KARPATHY_SIZES["test"], round(n * KARPATHY_SIZES["test"] / total))
+  n_val = min(KARPATHY_SIZES["validation"], round(n * KARPATHY_SIZES["validation"] / total))
   if n >= 3:
     n_test, n_val = max(n_test, 1), max(n_val, 1)
   out = {}

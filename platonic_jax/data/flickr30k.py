@@ -39,7 +39,7 @@ use (e.g. the Kaggle copy, which ships `results.csv`). Karpathy's split file
 
 Lay out the manual directory (config: --config.data.manual_dir=DIR) as:
 
-  DIR/flickr30k-images/1000092795.jpg ...   (all 31,014 JPEGs; `flickr30k_images/` and
+  DIR/flickr30k-images/1000092795.jpg ...   (all 31,783 JPEGs; `flickr30k_images/` and
                                              the Kaggle `flickr30k_images/flickr30k_images/`
                                              work too)
   DIR/ and one annotation file, first found wins:
@@ -49,8 +49,8 @@ Lay out the manual directory (config: --config.data.manual_dir=DIR) as:
   (the annotation may also sit inside `flickr30k_images/`, as in the Kaggle copy).
 
 The .token and .csv files carry no split; they get a deterministic one (docs/data.md:
-images ordered by SHA-256 of the file name, then test / validation / train in Karpathy's
-proportions 1000 / 1014 / 29000).
+images ordered by SHA-256 of the file name, then 1000 test, 1014 validation (Karpathy's
+sizes; proportionally fewer for a subset) and the rest train).
 """
 
 # `name| number| caption`; the Kaggle results.csv has one row whose second pipe is
@@ -73,7 +73,7 @@ class Flickr30k(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description="Flickr30k: 31,014 Flickr photos with five crowd-sourced captions each.",
+        description="Flickr30k: 31,783 Flickr photos with five crowd-sourced captions each.",
         features=_paired.features(),
         homepage="https://shannon.cs.illinois.edu/DenotationGraph/",
         citation=("@article{young2014image, title={From image descriptions to visual "
