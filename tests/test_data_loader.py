@@ -77,6 +77,15 @@ def test_two_hosts_see_every_example_exactly_once(num_epochs):
     assert sorted(stream[:N]) == list(range(N)) and stream[:N] != stream[N:]
 
 
+def test_more_hosts_than_examples():
+  """30 hosts, 23 examples: every host still yields one (possibly all-padding) batch."""
+  hosts = [_run(shard_index=h, shard_count=30, batch_size=2) for h in range(30)]
+  assert all(len(b) == 1 for b in hosts)
+  seen = [i for b in hosts for i in _indices(b)]
+  assert sorted(seen) == list(range(N))
+  assert hosts[29][0]["mask"].tolist() == [False, False]
+
+
 def test_same_seed_same_order_other_seed_other_order():
   a, b, c = _indices(_run(seed=3)), _indices(_run(seed=3)), _indices(_run(seed=4))
   assert a == b and a != c and sorted(a) == sorted(c) == list(range(N))
