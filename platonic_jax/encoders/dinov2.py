@@ -70,6 +70,28 @@ def interpolate_positions(pos: jax.Array, grid_h: int, grid_w: int) -> jax.Array
   return jnp.concatenate([pos[:1].astype(jnp.float32), out.reshape(grid_h * grid_w, -1)], 0)
 
 
+def _attend(q, k, v, scale, dtype):
+  """softmax(q k^T * scale) v over one sample or a batch; q, k, v: [..., T, H, d]."""
+  prec = common.precision(dtype)
+  logits = jnp.einsum("...qhd,...khd->...hqk", q.astype(dtype), k.astype(dtype),  # [T,H,d] x [T,H,d] -> [H,T,T]
+                      precision=prec, preferred_element_type=jnp.float32)
+  probs = jax.nn.softmax(logits * scale, axis=-1)   # float32 softmax
+  return jnp.einsum("...hqk,...khd->...qhd", probs.astype(dtype), v.astype(dtype),  # [H,T,T] x [T,H,d] -> [T,H,d]
+                    precision=prec, preferred_element_type=jnp.float32)
+
+
+def attention(q, k, v, scale: float, dtype) -> jax.Array:
+  """Bidirectional multi-head attention, q, k, v: [B, T, H, d] -> [B, T, H, d] float32.
+
+  On XLA:CPU the batched [B, H] dot of many small T x T matrices runs ~2x slower than a
+  sequential ``lax.map`` over samples (measured at DINOv2-S, 257 tokens: 130 -> 60 ms),
+  so CPU maps over the batch; GPUs / TPUs keep the one batched einsum.
+  """
+  if jax.default_backend() == "cpu":
+    return jax.lax.map(lambda x: _attend(*x, scale, dtype), (q, k, v))
+  return _attend(q, k, v, scale, dtype)
+
+
 class Block(nn.Module):
   """HF Dinov2Layer: x + ls1 * attn(norm1(x)); x + ls2 * mlp(norm2(x))."""
   num_heads: int
@@ -89,12 +111,7 @@ class Block(nn.Module):
     h = common.layer_norm(x, p("norm1_scale", (d,)), p("norm1_bias", (d,)), self.eps)
     qkv = common.dense(h, p("qkv_kernel", (d, 3 * hd)), p("qkv_bias", (3 * hd,)), self.dtype)
     q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, self.head_dim), 3, axis=2)
-    prec = common.precision(self.dtype)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(self.dtype), k.astype(self.dtype),  # [B,T,H,d] x [B,T,H,d] -> [B,H,T,T]
-                        precision=prec, preferred_element_type=jnp.float32)
-    probs = jax.nn.softmax(logits * self.head_dim ** -0.5, axis=-1)
-    attn = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v.astype(self.dtype),  # [B,H,T,T] x [B,T,H,d] -> [B,T,H,d]
-                      precision=prec, preferred_element_type=jnp.float32)
+    attn = attention(q, k, v, self.head_dim ** -0.5, self.dtype)
     attn = common.dense(attn.reshape(b, t, hd), p("out_kernel", (hd, d)), p("out_bias", (d,)),
                         self.dtype)
     x = x + attn * p("ls1", (d,))
