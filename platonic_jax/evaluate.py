@@ -256,7 +256,8 @@ def bootstrap_mean_diff(per_sample: Mapping[str, np.ndarray], weights: Mapping[s
 
 
 def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], config,
-            *, resample: bool = True) -> dict:
+            *, resample: bool = True, before: Mapping | None = None,
+            after: Mapping | None = None) -> dict:
   """Seed 000's hypothesis per metric and representation, with a bootstrap interval.
 
   Returns ``{label: {rep: {"delta", "ci_low", "ci_high", "holds", "significant"}}}`` for
@@ -264,7 +265,9 @@ def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], confi
   ``alignment_before`` / ``alignment_after`` numbers (the same metric calls).
   ``resample=False`` skips the (costly: ``eval.bootstrap_resample`` full evaluations per
   term) intervals of the kernel metrics: their entries then have ``ci_low = ci_high =
-  None`` and ``significant`` False.
+  None`` and ``significant`` False. ``before`` / ``after``: the tables of
+  ``alignment_before`` / ``alignment_after`` for the same inputs, if already computed —
+  the kernel metrics' point estimates are taken from them instead of recomputed.
   """
   ev = config.eval
   mods, views, ref = _test_views(test, config)
@@ -298,7 +301,12 @@ def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], confi
     else:
       num = int(ev.bootstrap_resample) if resample else 0
       terms = {**{f"raw:{m}": views[m] for m in mods}, **reps}
-      point = {s: _m(a, ref, name, kw) for s, a in terms.items()}
+      known = {}
+      if before is not None and label in before:
+        known.update({f"raw:{m}": before[label][f"{m}_ref"] for m in mods})
+      if after is not None and label in after:
+        known.update({rep: after[label][f"{rep}_ref"] for rep in reps})
+      point = {s: known[s] if s in known else _m(a, ref, name, kw) for s, a in terms.items()}
       boots = {s: np.empty(num) for s in terms}
       for b in range(num):
         idx = rng.integers(0, n, n)
@@ -390,20 +398,22 @@ def evaluate_space(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray]
                    caption_image: np.ndarray | None = None,
                    train_emb: Mapping[str, np.ndarray] | None = None,
                    train_labels: np.ndarray | None = None, with_verdict: bool = True,
-                   resample: bool = True) -> dict:
+                   resample: bool = True, before: Mapping | None = None) -> dict:
   """Stages 4-5 (+ transfer) for one shared space: alignment after, verdict, retrieval.
 
   test: the cached test features; emb: ``{modality: [N, d]}`` adapted test embeddings;
   captions_emb / caption_image: every caption's text-side embedding and its image row
   (the five-captions protocol; skipped when None); train_emb + train_labels: the
   adapted *train* embeddings for cross-modal transfer (a classifier fit on one modality's
-  train embeddings, scored on the other's test embeddings), when the data has labels.
+  train embeddings, scored on the other's test embeddings), when the data has labels;
+  before: the ``alignment_before`` table (reused for the verdict's point estimates).
   """
   from platonic_jax import maps
   mods = list(config.modalities)
   out = {"after": alignment_after(test, emb, config)}
   if with_verdict:
-    out["verdict"] = verdict(test, emb, config, resample=resample)
+    out["verdict"] = verdict(test, emb, config, resample=resample, before=before,
+                             after=out["after"])
   n = int(config.eval.max_samples) or test[config.reference.name].shape[0]
   ks = tuple(int(k) for k in config.eval.retrieval_ks)
   a, b = mods[0], mods[1]
@@ -456,6 +466,9 @@ def fit_baseline(kind: str, train: Mapping[str, np.ndarray], config) -> dict:
     return {"embed": {a: lambda x: m.apply(pa.apply(x)), b: pb.apply},
             "info": {"dim": d, "train_residual": m.residual}}
   if kind == "cca":
+    if xa.shape[0] <= max(xa.shape[1], xb.shape[1]):
+      # Fewer samples than features (tiny runs): CCA has at most min(rank) directions.
+      d = min(d, *(np.linalg.matrix_rank(v - v.mean(0)) for v in (xa, xb)))
     m = maps.cca(xa, xb, d, reg=1e-3)
     return {"embed": {a: m.apply_x, b: m.apply_y},
             "info": {"dim": d, "correlations": m.correlations.tolist()}}
@@ -477,7 +490,8 @@ def fit_baseline(kind: str, train: Mapping[str, np.ndarray], config) -> dict:
 
 
 def baselines(train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], config,
-              *, with_verdict: bool = True, resample: bool = False) -> dict:
+              *, with_verdict: bool = True, resample: bool = False,
+              before: Mapping | None = None) -> dict:
   """Stage 6: every baseline of ``config.eval.baselines``, evaluated by ``evaluate_space``
   exactly like the trained adapters (same test samples, metrics, retrieval, transfer).
 
@@ -495,7 +509,7 @@ def baselines(train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], c
     res = evaluate_space(test, emb, _two_modalities(config), captions_emb=caps_emb,
                          caption_image=test.get("caption_image"),
                          train_emb=train_emb, train_labels=train.get("labels"),
-                         with_verdict=with_verdict, resample=resample)
+                         with_verdict=with_verdict, resample=resample, before=before)
     res["info"] = fit["info"]
     if kind == "perfect_alignment":
       m = fit["map"]
@@ -586,7 +600,7 @@ def stage_before(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndarr
 
 
 def stage_trained(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndarray]],
-                  embed) -> dict:
+                  embed, *, before: Mapping | None = None) -> dict:
   """Stages 4-5 (+ transfer), cached: the trained adapters evaluated by ``evaluate_space``.
 
   embed: ``embed(modality, features [N, D]) -> [N, d_e]`` with the trained adapters, e.g.
@@ -604,14 +618,15 @@ def stage_trained(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndar
                  if "labels" in train else None)
     return evaluate_space(test, emb, config, captions_emb=caps_emb,
                           caption_image=test.get("caption_image"), train_emb=train_emb,
-                          train_labels=train.get("labels"))
+                          train_labels=train.get("labels"), before=before)
   return cached_stage(workdir, "trained", stage_key(config, "trained"), run)
 
 
-def stage_baselines(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndarray]]
-                    ) -> dict:
+def stage_baselines(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndarray]],
+                    *, before: Mapping | None = None) -> dict:
   """Stage 6, cached: ``baselines`` (empty when ``eval.baselines`` is empty)."""
   if not config.eval.baselines:
     return {}
   return cached_stage(workdir, "baselines", stage_key(config, "baselines"),
-                      lambda: baselines(feats["train"], feats["test"], config))
+                      lambda: baselines(feats["train"], feats["test"], config,
+                                        before=before))
