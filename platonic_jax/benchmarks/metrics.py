@@ -41,10 +41,18 @@ def _peak_rss_mb() -> float:
 def _features(n: int, seed: int):
   import numpy as np
   rng = np.random.default_rng(seed)
-  z = rng.standard_normal((n, 32), dtype=np.float32)  # a shared latent: scores are not ~0
-  x = z @ rng.standard_normal((32, D), dtype=np.float32)
-  x += rng.standard_normal((n, D), dtype=np.float32) * 3
-  x /= np.linalg.norm(x, axis=1, keepdims=True)  # as score() does: cosine neighbours
+  rng_z = np.random.default_rng(1234)  # the same latent for every seed: a and b correlate
+  w = rng.standard_normal((32, D), dtype=np.float32)
+  # 64-byte aligned, as XLA:CPU buffers are: jax then uses the array in place (zero-copy)
+  # instead of copying it to the device (np.empty only guarantees 16 bytes).
+  buf = np.empty(n * D * 4 + 64, np.uint8)
+  off = (-buf.ctypes.data) % 64
+  x = buf[off:off + n * D * 4].view(np.float32).reshape(n, D)
+  for i in range(0, n, 8192):  # in row chunks: no full-size temporaries inflate peak RSS
+    m = min(8192, n - i)
+    z = rng_z.standard_normal((m, 32), dtype=np.float32)
+    y = z @ w + rng.standard_normal((m, D), dtype=np.float32) * 2
+    x[i:i + m] = y / np.linalg.norm(y, axis=1, keepdims=True)  # as score(): cosine k-NN
   return x
 
 

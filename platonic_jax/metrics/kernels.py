@@ -36,45 +36,78 @@ def _gram(x, y):
   return lax.dot_general(x, y, (((0,), (0,)), ((), ())), precision=_HI)
 
 
+ROW_CHUNK = 4096  # rows per step of the feature-space programs (memory O(chunk * D + D^2))
+
+
+def _varying(tree):
+  # Per-device accumulators inside shard_map must be typed as device-varying.
+  return jax.tree.map(lambda v: lax.pcast(v, (sharding.DATA,), to="varying"), tree)
+
+
 @functools.lru_cache(maxsize=None)
-def _rows_program(mesh, mode: str):
+def _rows_program(mesh, mode: str, chunk: int):
   """Row-sharded feature-space statistics for one mode; jit caches per shape.
 
+  Each device walks its rows in ``chunk``-row steps (never a whole-array temporary),
+  and the per-device sums meet in ``lax.psum``.
   mode "center": column-centred Grams (biased CKA); "zscore": column z-scored Grams
   (SVCCA); "unbiased": the sums of Song et al.'s unbiased HSIC.
   """
   axis = sharding.DATA
+  psum = lambda v: lax.psum(v, axis)
 
   def device_fn(a, b, n):
-    rows = lax.axis_index(axis) * a.shape[0] + jnp.arange(a.shape[0])
-    valid = (rows < n)[:, None]
-    a = jnp.where(valid, a, 0.0)
-    b = jnp.where(valid, b, 0.0)
-    psum = lambda v: lax.psum(v, axis)
+    steps = a.shape[0] // chunk
+    base = lax.axis_index(axis) * a.shape[0]
+
+    def rows(s, shift_a=0.0, shift_b=0.0, scale_a=1.0, scale_b=1.0):
+      valid = (base + s * chunk + jnp.arange(chunk) < n)[:, None]
+      ca = lax.dynamic_slice_in_dim(a, s * chunk, chunk)
+      cb = lax.dynamic_slice_in_dim(b, s * chunk, chunk)
+      return (jnp.where(valid, (ca - shift_a) * scale_a, 0.0),
+              jnp.where(valid, (cb - shift_b) * scale_b, 0.0))
+
+    def total(fn, init):  # sum over this device's chunks, then over devices
+      out = lax.fori_loop(0, steps, lambda s, acc: jax.tree.map(jnp.add, acc, fn(s)),
+                          _varying(init))
+      return jax.tree.map(psum, out)
+
+    da, db = a.shape[1], b.shape[1]
+    col_sums = lambda s: tuple(x.sum(0) for x in rows(s))
+    sa, sb = total(col_sums, (jnp.zeros(da), jnp.zeros(db)))  # A^T 1, B^T 1
+    grams0 = (jnp.zeros((da, da)), jnp.zeros((db, db)), jnp.zeros((da, db)))
     if mode in ("center", "zscore"):
-      a = jnp.where(valid, a - psum(a.sum(0)) / n, 0.0)
-      b = jnp.where(valid, b - psum(b.sum(0)) / n, 0.0)
+      ma, mb = sa / n, sb / n
+      ia = ib = 1.0
       if mode == "zscore":
         # Unbiased std (ddof=1) as the reference's torch.std; constant columns become 0
         # (the reference divides by std + 1e-8, which also zeroes them).
-        sa = jnp.sqrt(psum(jnp.sum(a * a, 0)) / (n - 1))
-        sb = jnp.sqrt(psum(jnp.sum(b * b, 0)) / (n - 1))
-        a = jnp.where(sa > 0, a / jnp.where(sa > 0, sa, 1.0), 0.0)
-        b = jnp.where(sb > 0, b / jnp.where(sb > 0, sb, 1.0), 0.0)
-      return psum(_gram(a, a)), psum(_gram(b, b)), psum(_gram(a, b))
+        sq = lambda s: tuple(jnp.sum(x * x, 0) for x in rows(s, ma, mb))
+        va, vb = total(sq, (jnp.zeros(da), jnp.zeros(db)))
+        sda, sdb = jnp.sqrt(va / (n - 1)), jnp.sqrt(vb / (n - 1))
+        ia = jnp.where(sda > 0, 1.0 / jnp.where(sda > 0, sda, 1.0), 0.0)
+        ib = jnp.where(sdb > 0, 1.0 / jnp.where(sdb > 0, sdb, 1.0), 0.0)
+
+      def grams(s):
+        x, y = rows(s, ma, mb, ia, ib)
+        return _gram(x, x), _gram(y, y), _gram(x, y)
+
+      return total(grams, grams0)
+
     # mode == "unbiased": K̃ = A A^T with its diagonal q_i = |a_i|^2 zeroed.
-    qa, qb = jnp.sum(a * a, 1), jnp.sum(b * b, 1)  # [n]
-    sa, sb = psum(a.sum(0)), psum(b.sum(0))  # A^T 1: [Da], B^T 1: [Db]
-    ka = a @ sa - qa  # K̃ 1 for the local rows: [n, Da] x [Da] -> [n]
-    kb = b @ sb - qb
-    sq = lambda g: jnp.sum(g * g)
-    stats = jnp.stack([
-        sq(psum(_gram(a, b))), sq(psum(_gram(a, a))), sq(psum(_gram(b, b))),  # |.|_F^2
-        psum(jnp.sum(qa * qb)), psum(jnp.sum(qa * qa)), psum(jnp.sum(qb * qb)),
-        jnp.sum(sa * sa) - psum(qa.sum()), jnp.sum(sb * sb) - psum(qb.sum()),  # 1^T K̃ 1
-        psum(jnp.sum(ka * kb)), psum(jnp.sum(ka * ka)), psum(jnp.sum(kb * kb)),
-    ])
-    return stats
+    def sums(s):
+      x, y = rows(s)
+      qa, qb = jnp.sum(x * x, 1), jnp.sum(y * y, 1)  # [chunk]
+      ka, kb = x @ sa - qa, y @ sb - qb  # K̃ 1 on these rows: [chunk, Da] x [Da] -> [chunk]
+      return (_gram(x, y), _gram(x, x), _gram(y, y),
+              jnp.stack([jnp.sum(qa * qb), jnp.sum(qa * qa), jnp.sum(qb * qb), qa.sum(),
+                         qb.sum(), jnp.sum(ka * kb), jnp.sum(ka * ka), jnp.sum(kb * kb)]))
+
+    gab, gaa, gbb, v = total(sums, (grams0[2], grams0[0], grams0[1], jnp.zeros(8)))
+    sqf = lambda g: jnp.sum(g * g)  # |.|_F^2
+    return jnp.stack([sqf(gab), sqf(gaa), sqf(gbb), v[0], v[1], v[2],
+                      jnp.sum(sa * sa) - v[3], jnp.sum(sb * sb) - v[4],  # 1^T K̃ 1
+                      v[5], v[6], v[7]])
 
   out = (P(), P(), P()) if mode != "unbiased" else P()
   fn = jax.shard_map(device_fn, mesh=mesh, in_specs=(P(axis), P(axis), P()), out_specs=out)
@@ -85,9 +118,13 @@ def _row_stats(a, b, mode, mesh):
   mesh = knn_lib.default_mesh() if mesh is None else mesh
   ndev = mesh.devices.size
   n = a.shape[0]
-  a_pad, _ = sharding.pad_rows(a, ndev)
-  b_pad, _ = sharding.pad_rows(b, ndev)
-  return _rows_program(mesh, mode)(a_pad, b_pad, np.float32(n))
+  m = -(-n // ndev)  # rows per device
+  # A chunk that divides the rows per device avoids padding (a copy of the features).
+  top = min(ROW_CHUNK, m)
+  chunk = next((c for c in range(top, top // 2, -1) if m % c == 0), top)
+  a_pad, _ = sharding.pad_rows(a, ndev * chunk)
+  b_pad, _ = sharding.pad_rows(b, ndev * chunk)
+  return _rows_program(mesh, mode, chunk)(a_pad, b_pad, np.float32(n))
 
 
 def _hsic_u(tr, sum_k, sum_l, cross, n):
