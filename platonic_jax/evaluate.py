@@ -62,6 +62,11 @@ def _prepare(a: np.ndarray, q: float) -> np.ndarray:
 
 def _l2n(a: np.ndarray) -> np.ndarray:
   a = np.asarray(a, np.float32)
+  if a.ndim != 2:
+    raise ValueError(f"expected [N, D] features or embeddings, got shape {a.shape}")
+  if not np.all(np.isfinite(a)):
+    raise ValueError(f"{int((~np.isfinite(a)).any(1).sum())} sample(s) have NaN/Inf "
+                     "features or embeddings; check the encoder / adapter that made them.")
   norm = np.linalg.norm(a, axis=-1, keepdims=True)
   if np.any(norm == 0):
     raise ValueError(f"{int((norm == 0).sum())} sample(s) have all-zero features; cosine "
@@ -449,8 +454,8 @@ def fit_baseline(kind: str, train: Mapping[str, np.ndarray], config) -> dict:
     Procrustes map with mean shift from the image PCA space onto the text PCA space
     (seed 001's map; here between modalities, as in "Escaping Plato's Cave"). Text side =
     its PCA coordinates; image side = the mapped image coordinates.
-  - "cca": the top-d canonical variates of each side (ridge ``1e-3`` keeps it stable when
-    D approaches N).
+  - "cca": the top-d canonical variates of each side, each scaled by its canonical
+    correlation (ridge ``1e-3`` keeps it stable when D approaches N).
   - "perfect_alignment": seed 003's left-null-space solution with d = min(dim, D_x + D_y
     − 1) on centred features; info holds its alignment error (and reconstruction error
     against the true latents "z" when the data has them).
@@ -470,7 +475,10 @@ def fit_baseline(kind: str, train: Mapping[str, np.ndarray], config) -> dict:
       # Fewer samples than features (tiny runs): CCA has at most min(rank) directions.
       d = min(d, *(np.linalg.matrix_rank(v - v.mean(0)) for v in (xa, xb)))
     m = maps.cca(xa, xb, d, reg=1e-3)
-    return {"embed": {a: m.apply_x, b: m.apply_y},
+    # Variates weighted by their canonical correlation: unweighted, the d-th (nearly
+    # uncorrelated) variate would count as much as the first in every cosine.
+    rho = m.correlations
+    return {"embed": {a: lambda x: m.apply_x(x) * rho, b: lambda y: m.apply_y(y) * rho},
             "info": {"dim": d, "correlations": m.correlations.tolist()}}
   if kind == "perfect_alignment":
     z = train.get("z")

@@ -247,7 +247,8 @@ class PerfectAlignment:
     return float(np.linalg.norm(zh - z, axis=1).mean())
 
 
-def perfect_alignment(x, y, dim: int, *, center: bool = False) -> PerfectAlignment:
+def perfect_alignment(x, y, dim: int, *, center: bool = False,
+                      method_threshold: float = 1e9) -> PerfectAlignment:
   """Seed 003: solve W D = 0 for W = [W1, −W2] ([dim, Dx+Dy]) by SVD of D = [Xᵀ; Yᵀ].
 
   Args:
@@ -256,6 +257,8 @@ def perfect_alignment(x, y, dim: int, *, center: bool = False) -> PerfectAlignme
     center: subtract the per-modality means first (off in the seed: its modalities are
       linear images of z without offsets). Centre real features, where a constant offset
       would otherwise occupy a singular direction.
+    method_threshold: above N·(Dx+Dy)² = this, the singular vectors come from the Gram
+      matrix (4x less work) instead of an exact QR + SVD; see the code comment.
 
   Caveat (read before trusting the alignment error on real features): the smallest
   singular directions of D may lie entirely inside one modality (a low-variance direction
@@ -270,17 +273,25 @@ def perfect_alignment(x, y, dim: int, *, center: bool = False) -> PerfectAlignme
   mean_x = x.mean(0) if center else np.zeros(dx)
   mean_y = y.mean(0) if center else np.zeros(dy)
   a = np.concatenate([x - mean_x, y - mean_y], axis=1)  # Dᵀ: [N, Dx+Dy]
-  # The left singular vectors of D = Aᵀ are the right singular vectors of A. For N > Dx+Dy
-  # take them from the triangular factor of A = QR (same singular values and right
-  # vectors, backward stable — the small singular values are the answer here, so no
-  # Gram matrix that would square their relative error — and Q, [N, Dx+Dy], is never
-  # formed); otherwise the full SVD (its V is then small).
-  if a.shape[0] > a.shape[1]:
-    a = np.linalg.qr(a, mode="r")  # [Dx+Dy, Dx+Dy]
-  _, s, vt = np.linalg.svd(a, full_matrices=True)
-  u = vt.T  # [Dx+Dy, Dx+Dy]
-  s_full = np.zeros(dx + dy)
-  s_full[:s.shape[0]] = s
+  n, dt = a.shape
+  s_full = np.zeros(dt)
+  # The left singular vectors of D = Aᵀ are the right singular vectors of A.
+  if n * dt * dt > method_threshold:
+    # Large inputs (20k x 1280 features): eigenvectors of the float64 Gram AᵀA, a quarter
+    # of the work of a QR. It squares the relative error of the smallest singular values
+    # (below ~1e-8 of the largest they are noise): that perturbs which near-null
+    # directions are chosen, not the reported errors, which are computed from the data.
+    lam, u = np.linalg.eigh(a.T @ a)  # [Dt, N] x [N, Dt] -> [Dt, Dt], ascending
+    u = u[:, ::-1]
+    s_full[:] = np.sqrt(np.maximum(lam[::-1], 0))
+  else:
+    # Small inputs: exact. For N > Dt the triangular factor of A = QR has A's singular
+    # values and right vectors (Q, [N, Dt], is never formed); otherwise the full SVD.
+    if n > dt:
+      a = np.linalg.qr(a, mode="r")  # [Dt, Dt]
+    _, s, vt = np.linalg.svd(a, full_matrices=True)
+    u = vt.T  # [Dt, Dt]
+    s_full[:s.shape[0]] = s
   basis = u[:, dx + dy - dim:][:, ::-1]  # the dim smallest, smallest first: [Dx+Dy, dim]
   sv = s_full[dx + dy - dim:][::-1]
   return PerfectAlignment(W1=basis[:dx].T, W2=-basis[dx:].T, mean_x=mean_x, mean_y=mean_y,

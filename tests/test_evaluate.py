@@ -33,7 +33,6 @@ def test_retrieval_ranks_match_brute_force_one_to_one_and_five_captions():
   n, d = 60, 8
   img = rng.normal(size=(n, d)).astype(np.float32)
   caps_image = np.repeat(np.arange(n), 5)
-  caps = (img[caps_image] + 1.5 * rng.normal(size=(5 * n, d))).astype(np.float32)
   rng.shuffle(caps_image)  # captions in any order: the index says whose they are
   caps = (img[caps_image] + 1.5 * rng.normal(size=(5 * n, d))).astype(np.float32)
   r = evaluate.retrieval_ranks(img, caps, np.arange(n), caps_image, block=7)
@@ -53,7 +52,6 @@ def test_retrieval_ranks_match_brute_force_one_to_one_and_five_captions():
   # Partial information: between chance and perfect.
   assert 0.05 < res["i2t"]["R@1"] < 0.95
 
-  one = evaluate.retrieval(img, caps[:n], text_image=None) if False else None  # noqa
   txt = (img + 0.8 * rng.normal(size=img.shape)).astype(np.float32)
   res = evaluate.retrieval(img, txt)
   np.testing.assert_allclose(res["i2t"]["R@5"],
@@ -72,6 +70,8 @@ def test_retrieval_ties_count_against_the_query_and_bad_input():
     evaluate.retrieval(img, img, text_image=np.array([0, 1, 2, 9]))
   with pytest.raises(ValueError, match="all-zero"):
     evaluate.retrieval(np.zeros((4, 3)), img)
+  with pytest.raises(ValueError, match="NaN/Inf"):
+    evaluate.retrieval(np.full((4, 3), np.nan), img)
 
 
 # ---------------------------------------------------------------------------------------

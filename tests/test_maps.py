@@ -203,3 +203,18 @@ def test_pca():
   np.testing.assert_allclose(np.cov(proj.T), np.diag(p.explained_variance), atol=1e-9)
   ev = np.sort(np.linalg.eigvalsh(np.cov(x.T)))[::-1][:3]
   np.testing.assert_allclose(p.explained_variance, ev, rtol=1e-9)
+
+
+def test_perfect_alignment_gram_path_matches_exact_path():
+  rng = np.random.default_rng(10)
+  z = rng.normal(size=(3000, 3))
+  x = z @ rng.normal(size=(3, 7)) + 0.05 * rng.normal(size=(3000, 7))
+  y = z @ rng.normal(size=(3, 5)) + 0.05 * rng.normal(size=(3000, 5))
+  exact = maps.perfect_alignment(x, y, 3, center=True)
+  gram = maps.perfect_alignment(x, y, 3, center=True, method_threshold=0)
+  np.testing.assert_allclose(gram.singular_values, exact.singular_values, rtol=1e-6)
+  # Same subspace (the basis may differ by signs): projector equality.
+  w_e = np.concatenate([exact.W1, -exact.W2], 1)
+  w_g = np.concatenate([gram.W1, -gram.W2], 1)
+  np.testing.assert_allclose(w_g.T @ w_g, w_e.T @ w_e, atol=1e-6)
+  assert gram.alignment_error(x, y) == pytest.approx(exact.alignment_error(x, y), rel=1e-6)
