@@ -232,8 +232,8 @@ def _per_sample(name: str, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
 
 
 def _neighbours(a: np.ndarray, k: int) -> np.ndarray:
-  from platonic_jax.metrics import knn
-  _, idx = knn.nearest_neighbors(a, k)
+  from platonic_jax import metrics
+  _, idx = metrics.nearest_neighbors(a, k)
   return np.asarray(idx)
 
 

@@ -117,7 +117,7 @@ def markdown(results: Mapping, config) -> str:
   for name, sp in spaces.items():
     after = sp.get("after", {})
     out += [f"## After — {name}", "",
-            f"m(K_R, K_ref) for R = the {a} side W_{a[0]}·{a}, the {b} side, and their "
+            f"m(K_R, K_ref) for R = the {a} side (W_x X), the {b} side (W_y Y) and their "
             "normalised mean; then the cross-modal m(W_x X, W_y Y).", ""]
     reps = mods + ["mean"]
     hdr = ["metric"] + [f"{r}↔{ref}" for r in reps] + [f"{a}↔{b}", "before avg"]
@@ -138,7 +138,8 @@ def markdown(results: Mapping, config) -> str:
             e = per[rp]
             rows.append([lab, rp, _f(e["delta"], 4),
                          f"[{_f(e['ci_low'], 4)}, {_f(e['ci_high'], 4)}]", _f(e["holds"]),
-                         _f(e["significant"])])
+                         # no interval computed (eval.bootstrap_resample = 0): no claim
+                         _f(e["significant"]) if e["ci_low"] is not None else "–"])
       out += [_table(hdr, rows), ""]
     ret = sp.get("retrieval", {})
     if ret:
@@ -255,6 +256,9 @@ def fig_mutual_knn_vs_k(results: Mapping, config, path: str) -> None:
       ks, v = _knn_by_k(after, f"{rep}_ref", k0)
       ax.plot(ks, v, "s-", label=f"trained: {rep}")
   ax.set_xscale("log")
+  if ks:
+    ax.set_xticks(ks, [str(k) for k in ks])  # plain k values, not 6x10^0 log labels
+    ax.minorticks_off()
   ax.set_xlabel("k")
   ax.set_ylabel(f"mutual kNN with {config.reference.name}")
   ax.set_title("Mutual k-NN alignment vs k")
