@@ -213,8 +213,10 @@ def _cka_rbf(a, b, sigma, tile, mesh):
   b_pad, _ = sharding.pad_rows(b, t)
   pi, pj, ok = knn_lib._block_pairs(a_pad.shape[0] // t, mesh.devices.size)
   def typical(x):  # exp(-E|x_i - x_j|^2 / 2 sigma^2), E over all pairs, in float64
-    x = x.astype(np.float64)
-    mean_d2 = 2.0 * (np.mean(np.sum(x * x, 1)) - np.sum(x.mean(0) ** 2))
+    # Row chunks: no float64 copy of the whole feature matrix.
+    sq = sum(float(np.sum(np.square(x[i:i + 4096], dtype=np.float64)))
+             for i in range(0, len(x), 4096))
+    mean_d2 = 2.0 * (sq / len(x) - np.sum(x.mean(0, dtype=np.float64) ** 2))
     return np.exp(-mean_d2 / (2.0 * sigma ** 2))
 
   shift = np.array([typical(a), typical(b)], np.float32)

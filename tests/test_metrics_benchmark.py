@@ -1,0 +1,28 @@
+"""The metrics benchmark's workers: ours and the dense PyTorch reference approach agree."""
+
+import pytest
+
+from platonic_jax.benchmarks import metrics as bench
+
+
+@pytest.mark.parametrize("metric", ["mutual_knn", "cka"])
+def test_benchmark_workers_agree_with_the_reference_approach(metric):
+  ours = bench.run_one(metric, 96, tile=32)
+  ref = bench.run_reference(metric, 96)
+  assert ours["value"] == pytest.approx(ref["value"], abs=1e-5)
+  assert ours["seconds"] > 0 and 0 < ours["efficiency"] and ours["peak_rss_mb"] > 0
+
+
+def test_benchmark_table_and_targets():
+  rows = [
+      {"metric": "mutual_knn", "n": 16000, "seconds": 5.0, "peak_rss_mb": 600.0,
+       "gram_gflop": 393.2, "efficiency": 0.85, "reference_seconds": 60.0},
+      {"metric": "mutual_knn", "n": 64000, "seconds": 90.0, "peak_rss_mb": 1100.0,
+       "gram_gflop": 6291.5, "efficiency": 0.7},
+      {"metric": "cka", "n": 16000, "error": "timeout after 5 s"},
+  ]
+  table = bench._fmt_table(rows)
+  assert "| mutual_knn | 16000 | 5.000 | 600 | 78.6 | 85% | 60.00 | 12x |" in table
+  assert "error: timeout" in table
+  targets = "\n".join(bench._targets(rows))
+  assert "12.0x PASS" in targets and "1100 MB FAIL" in targets and "best 85% PASS" in targets
