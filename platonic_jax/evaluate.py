@@ -312,15 +312,22 @@ def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], confi
       if after is not None and label in after:
         known.update({rep: after[label][f"{rep}_ref"] for rep in reps})
       point = {s: known[s] if s in known else _m(a, ref, name, kw) for s, a in terms.items()}
-      boots = {s: np.empty(num) for s in terms}
+      boots = {s: np.full(num, np.nan) for s in terms}
       for b in range(num):
         idx = rng.integers(0, n, n)
-        for s, a in terms.items():
-          boots[s][b] = _m(a[idx], ref[idx], name, kw)
+        try:
+          for s, a in terms.items():
+            boots[s][b] = _m(a[idx], ref[idx], name, kw)
+        except ValueError:
+          # A degenerate draw (tiny N: duplicated rows leave SVCCA rank-deficient) has no
+          # value; it is dropped and num_bootstrap counts the draws that remain.
+          for s in terms:
+            boots[s][b] = np.nan
       base = sum(point[f"raw:{m}"] for m in mods) / len(mods)
       base_b = sum(boots[f"raw:{m}"] for m in mods) / len(mods)
       for rep in reps:
-        row[rep] = _verdict_entry(point[rep] - base, boots[rep] - base_b, level)
+        d = boots[rep] - base_b
+        row[rep] = _verdict_entry(point[rep] - base, d[np.isfinite(d)], level)
     out[label] = row
   return out
 
