@@ -1,7 +1,7 @@
 """GPT-2 (124M) throughput: platonic_jax (jit) vs transformers PyTorch, same inputs, one run.
 
     python -m platonic_jax.benchmarks.encoders_gpt2 [--batch=16] [--seq=64] [--rounds=7]
-        [--threads=N] [--dtypes=fp32,bf16] [--n_layer=12]
+        [--threads=N] [--dtypes=fp32,bf16] [--n_layer=12] [--single_thread]
 
 ``run(...)`` returns table rows ``(model, dtype, impl, tokens/s, "tok/s", ratio, note)``
 (the row format of ``benchmarks/encoders.py``, which can call it). The model is built
@@ -13,7 +13,8 @@ check (relative error printed).
 Tokens/s = batch x seq (every token real) / seconds per forward; tokenization excluded.
 Timing: one warm-up call each, then ``rounds`` rounds that time every variant once in
 turn; each rate is from the median call. Interleaving keeps the ratios fair on a shared
-machine whose load changes during the run (the absolute numbers are not).
+machine whose load changes during the run (the absolute numbers are not); each note says
+how many cores the variant really used (CPU time / wall time).
 
 Variants: PyTorch fp32 eager, PyTorch bf16 ``torch.autocast``; platonic_jax ``float32``
 and ``bfloat16`` (bf16 operands, float32 accumulation, layer norm, softmax and outputs).
@@ -125,11 +126,15 @@ def run(batch: int = 16, seq: int = 64, rounds: int = 7, threads: int | None = N
       raise RuntimeError(f"GPT-2 {key[0]} features differ from PyTorch fp32 by {err:.2e} "
                          f"(tolerance {_TOLERANCE[key[0]]:.0e}): a numerics regression")
   times: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
+  cpu: dict[tuple[str, str], float] = {k: 0.0 for k in variants}
   for _ in range(rounds):
     for key, call in variants.items():
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       call()
       times[key].append(time.perf_counter() - t0)
+      cpu[key] += time.process_time() - c0
+  for key in variants:  # CPU seconds per wall second: the cores a variant really used
+    notes[key] += f"; cores used {cpu[key] / sum(times[key]):.1f}"
 
   per_call = batch * seq
   rows = []
@@ -160,7 +165,17 @@ def main(argv=None) -> list[tuple]:
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
   p.add_argument("--dtypes", default="fp32,bf16")
   p.add_argument("--n_layer", type=int, default=12)
+  p.add_argument("--single_thread", action="store_true",
+                 help="1 torch thread and single-threaded XLA:CPU: a fair comparison on a "
+                      "loaded machine, where multi-threaded torch (OpenMP barriers) degrades "
+                      "far more than XLA; must be set before jax starts")
   a = p.parse_args(sys.argv[1:] if argv is None else argv)
+  if a.single_thread:
+    if "jax" in sys.modules:
+      raise RuntimeError("--single_thread must be given before jax is imported")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_cpu_multi_thread_eigen=false").strip()
+    a.threads = 1
   import jax
   import torch
   print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
