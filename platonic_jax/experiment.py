@@ -1,37 +1,41 @@
 """One experiment end to end: ``train_and_evaluate(config, workdir)`` (called by run.py).
 
-A short sequence of stages, each an importable library function:
-1. the train-split features of every modality (``train_features``);
-2. contrastive adapter training with checkpoints and resume (``platonic_jax.train``).
-Evaluation (kernel alignment before / after, retrieval, baselines, report) is added as
-further stages by ``platonic_jax.evaluate`` / ``platonic_jax.report``.
+A short sequence of stages, each an importable library function that skips itself when
+its result already exists in the workdir (so re-running the same command resumes, and a
+finished run is a no-op):
+1. frozen features of every modality and the reference, per split
+   (``features.extract_all``: a checksummed cache keyed by the config);
+2. kernel alignment before training (``evaluate.stage_before``);
+3. contrastive adapter training with checkpoints and resume (``train.train_adapters``);
+4-5. alignment after training, the verdict with bootstrap intervals, retrieval
+   (``evaluate.stage_trained``);
+6. closed-form baselines on the same features (``evaluate.stage_baselines``);
+7. the report: report.json, report.md, figures, a printed summary (``report.write_report``).
+See docs/experiment.md for what each number means.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
-
-import numpy as np
 from absl import logging
 
-from platonic_jax import train
+from platonic_jax import evaluate, features, report, train
 
 
-def train_features(config, workdir: str) -> dict[str, np.ndarray]:
-  """{modality: [N, D_m]} float32 train-split features for ``config.modalities``."""
-  del workdir  # the encoder feature cache will live there (platonic_jax.features)
-  if config.data.name == "synthetic":
-    from platonic_jax.data import synthetic
-    world = synthetic.make_world(config.data.synthetic, config.seed)["train"]
-    return {m: world[m] for m in config.modalities.keys()}
-  raise NotImplementedError(
-      f"data.name={config.data.name!r}: encoder feature caching is not wired into "
-      "experiment.py yet (platonic_jax.features); use configs/synthetic.py")
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Runs (or resumes) every stage; returns the results dict that the report holds.
 
-
-def train_and_evaluate(config, workdir: str) -> train.TrainResult:
-  """Gets the features, trains the adapters (resuming from ``<workdir>/checkpoints``)."""
-  features: Mapping[str, np.ndarray] = train_features(config, workdir)
-  logging.info("Training adapters on %s", {m: x.shape for m, x in features.items()})
-  result = train.train_adapters(config, features, workdir)
-  return result
+  ``train.Preempted`` (SIGTERM during training) propagates after its checkpoint is saved,
+  so a preempted run never evaluates half-trained adapters.
+  """
+  feats = features.extract_all(config, workdir)                                   # 1
+  before = evaluate.stage_before(config, workdir, feats)                           # 2
+  mods = list(config.modalities)
+  logging.info("Training adapters on %s", {m: feats["train"][m].shape for m in mods})
+  result = train.train_adapters(config, {m: feats["train"][m] for m in mods}, workdir)  # 3
+  trained = evaluate.stage_trained(                                                # 4, 5
+      config, workdir, feats, lambda m, x: result.embed(result.params, m, x), before=before)
+  base = evaluate.stage_baselines(config, workdir, feats, before=before)          # 6
+  results = {"before": before, "trained": trained, "baselines": base,
+             "train": {"history": result.history}}
+  report.write_report(results, config, workdir)                                    # 7
+  return results

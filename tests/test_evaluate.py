@@ -293,19 +293,9 @@ def test_evaluate_space_five_captions_and_errors(world):
 
 
 def _pipeline(config, workdir):
-  """The stage sequence of ``experiment.train_and_evaluate`` (see docs/experiment.md)."""
-  from platonic_jax import features, report, train
-  feats = features.extract_all(config, workdir)                       # 1
-  before = evaluate.stage_before(config, workdir, feats)              # 2
-  mods = list(config.modalities)
-  result = train.train_adapters(config, {m: feats["train"][m] for m in mods}, workdir)  # 3
-  trained = evaluate.stage_trained(                                   # 4, 5
-      config, workdir, feats, lambda m, x: result.embed(result.params, m, x), before=before)
-  base = evaluate.stage_baselines(config, workdir, feats, before=before)  # 6
-  results = {"before": before, "trained": trained, "baselines": base,
-             "train": {"history": result.history}}
-  report.write_report(results, config, workdir)                       # 7
-  return results
+  """The real stage sequence: ``experiment.train_and_evaluate`` (what run.py calls)."""
+  from platonic_jax import experiment
+  return experiment.train_and_evaluate(config, workdir)
 
 
 def test_synthetic_pipeline_verdict_and_rerun_is_a_noop(tmp_path, monkeypatch, capsys):
