@@ -6,6 +6,7 @@ SIGTERM (preemption) the run saves a checkpoint and exits with status 0. All log
 in `platonic_jax.experiment`.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -41,11 +42,18 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from platonic_jax import experiment, train  # after flag parsing: --help stays fast
+  from platonic_jax import experiment, features, train  # after flag parsing: --help stays fast
   try:
     experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except train.Preempted as e:
     logging.warning("%s", e)  # a clean stop: the checkpoint is complete
+  except (ValueError, FileNotFoundError, features.CacheError) as e:
+    # Bad input (config, data, checkpoint, cache): the message names the problem and the
+    # fix, so print it alone; the traceback is only for debugging this code.
+    if os.environ.get("PLATONIC_JAX_TRACEBACK"):
+      raise
+    sys.stderr.write(f"error: {e}\n(set PLATONIC_JAX_TRACEBACK=1 to see the traceback)\n")
+    sys.exit(2)
 
 
 if __name__ == "__main__":
