@@ -272,3 +272,22 @@ def test_benchmark_runs_and_checks_parity():
   assert rows[1][5] == pytest.approx(rows[1][3] / rows[0][3])
   with pytest.raises(ValueError, match="dtypes"):
     encoders_gpt2.run(dtypes=("fp16",))
+
+
+def test_load_rejects_a_tokenizer_larger_than_the_checkpoint_vocab(tmp_path):
+  """Ids beyond vocab_size would be clamped silently by the embedding gather."""
+  from platonic_jax import encoders
+  d, _ = tiny_gpt2(str(tmp_path), vocab_size=50)
+  enc = encoders.load(d)
+  with pytest.raises(ValueError, match="vocab_size is 50"):
+    enc.encode(["two children are playing with a red ball"])
+
+
+def test_load_pads_text_to_length_buckets_without_changing_features(ckpt):
+  """Short and long captions in one call: bucketed T, same features as one at a time."""
+  from platonic_jax import encoders
+  enc = encoders.load(ckpt[0], max_length=64)
+  texts = ["a dog", " ".join(["the pigeons sit on the roof of the market"] * 4)]
+  both = enc.encode(texts, batch_size=2)
+  for i, t in enumerate(texts):
+    np.testing.assert_allclose(both[i], enc.encode([t], batch_size=2)[0], rtol=1e-5, atol=1e-6)

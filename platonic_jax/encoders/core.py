@@ -5,9 +5,10 @@
     per_layer = enc.encode(images, layers="all")         # np [L, N, D] (or list, see encode)
     for chunk in enc.encode_iter(stream, batch_size=64): ...   # streaming form
 
-Every batch has the same shape (the last one is padded with blank rows that are dropped
-from the output; text is padded to ``max_length`` tokens and masked), so each
-(batch size, layers, pool) compiles once. The batch axis is split over every device of a
+Every batch has the same number of rows (the last one is padded with blank rows that are
+dropped from the output; text is padded to its longest caption rounded up to a multiple
+of 16 tokens, at most ``max_length``, and masked), so each (batch size, layers, pool)
+compiles once per token bucket. The batch axis is split over every device of a
 1-D ``data`` mesh with ``jax.shard_map`` (parameters replicated): no cross-device
 communication, so 8 devices give the same numbers as 1.
 """
@@ -29,6 +30,7 @@ from platonic_jax.encoders import preprocess, registry
 
 log = logging.getLogger(__name__)
 
+_TEXT_BUCKET = 16  # token-length granularity of compiled text shapes
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16,
            "bf16": jnp.bfloat16}
 # What a hub download fetches: configs, processor / tokenizer files, safetensors weights.
@@ -127,8 +129,18 @@ class Encoder:
     from platonic_jax.encoders import tokenize  # local: the text path only
     ids, mask, truncated = tokenize.tokenize(self.tokenizer, list(items), self.max_length)
     self.num_truncated += truncated
-    # Fixed T = max_length: one compiled shape per batch size (pads are masked out).
-    pad = self.max_length - ids.shape[1]
+    vocab = getattr(self.hf_config, "vocab_size", None)
+    if vocab is not None and ids.size and int(ids.max()) >= vocab:
+      raise ValueError(
+          f"text encoder {self.name!r}: the tokenizer produced id {int(ids.max())} but the "
+          f"checkpoint's vocab_size is {vocab}; the tokenizer files do not belong to this "
+          "checkpoint (put the model's own vocab.json + merges.txt beside config.json).")
+    # T = the batch's longest caption rounded up to a multiple of _TEXT_BUCKET (at most
+    # max_length): captions average 15-20 tokens, so padding every batch to max_length
+    # would spend ~4x the compute on pads, while buckets keep the compiled shapes few.
+    # Pads are masked out, so the features do not depend on T.
+    t = min(self.max_length, -(-max(ids.shape[1], 1) // _TEXT_BUCKET) * _TEXT_BUCKET)
+    pad = t - ids.shape[1]
     ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=self.tokenizer.pad_token_id)
     return ids, np.pad(mask, ((0, 0), (0, pad)))
 
