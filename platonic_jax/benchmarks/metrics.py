@@ -228,7 +228,8 @@ def main(argv=None) -> int:
   p.add_argument("--metrics", default=None,
                  help=f"comma-separated subset of {','.join(ALL)} (default: all below 64k, "
                  f"{','.join(LARGE)} at >= 64k)")
-  p.add_argument("--tile", type=int, default=512)
+  p.add_argument("--tile", type=int, default=None,
+                 help="rows per block (default: the library's DEFAULT_TILE)")
   p.add_argument("--cpu-devices", type=int, default=1,
                  help="XLA:CPU devices in the data mesh (e.g. one per core; each holds a "
                  "copy of the features)")
@@ -240,6 +241,9 @@ def main(argv=None) -> int:
   p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
 
+  if args.tile is None:
+    from platonic_jax.metrics.knn import DEFAULT_TILE
+    args.tile = DEFAULT_TILE
   if args.one:
     print(json.dumps(run_one(args.one, args.n, args.tile)))
     return 0
@@ -278,6 +282,7 @@ def main(argv=None) -> int:
             r["reference_extrapolated"] = True
       rows.append(r)
       print(json.dumps(r), file=sys.stderr, flush=True)
+  print(f"D = {D}, k = {K}, tile = {args.tile}, {args.cpu_devices} XLA:CPU device(s)\n")
   print(_fmt_table(rows))
   print()
   for line in _targets(rows):

@@ -137,7 +137,7 @@ def _hsic_u(tr, sum_k, sum_l, cross, n):
 # RBF kernel, tiled.
 
 
-def _device_rbf(a, b, pi, pj, ok, n, inv2s2, shift, *, t):
+def _device_rbf(a, b, pi, pj, ok, inv2s2, shift, *, t):
   """Per block pair: [sum K∘L, sum K∘K, sum L∘L] (x2 off the diagonal) and row sums.
 
   The kernels enter shifted, K - shift[0] and L - shift[1]: the centred HSIC ignores a
@@ -145,44 +145,47 @@ def _device_rbf(a, b, pi, pj, ok, n, inv2s2, shift, *, t):
   the fp32 sums no longer cancel catastrophically (RBF entries all near 1 otherwise
   lose ~3 digits at N = 2000).
   """
-  n_pad = a.shape[0]
+  n = a.shape[0]
   pi, pj, ok = pi[0], pj[0], ok[0]
   qa, qb = jnp.sum(a * a, 1), jnp.sum(b * b, 1)
   local = jnp.arange(t)
 
-  def kernel(x, q, shift_x, bi, bj, keep):
-    xi = lax.dynamic_slice_in_dim(x, bi * t, t)
-    xj = lax.dynamic_slice_in_dim(x, bj * t, t)
+  def kernel(x, q, shift_x, si, sj, keep):
+    xi = lax.dynamic_slice_in_dim(x, si, t)
+    xj = lax.dynamic_slice_in_dim(x, sj, t)
     # [t, D] x [t, D]^T -> [t, t]; |x_i - x_j|^2 = q_i + q_j - 2 x_i.x_j, clamped at 0
     # against rounding and exactly 0 on the diagonal (as cdist).
-    d2 = (lax.dynamic_slice_in_dim(q, bi * t, t)[:, None]
-          + lax.dynamic_slice_in_dim(q, bj * t, t)[None, :]
+    d2 = (lax.dynamic_slice_in_dim(q, si, t)[:, None]
+          + lax.dynamic_slice_in_dim(q, sj, t)[None, :]
           - 2.0 * lax.dot_general(xi, xj, (((1,), (1,)), ((), ())), precision=_HI))
-    r, c = bi * t + local, bj * t + local
+    r, c = si + local, sj + local
     d2 = jnp.where(r[:, None] == c[None, :], 0.0, jnp.maximum(d2, 0.0))
     return jnp.where(keep, jnp.exp(-d2 * inv2s2) - shift_x, 0.0)
 
   def body(p, carry):
     sums, rk, rl = carry
     bi, bj, valid = pi[p], pj[p], ok[p]
-    r, c = bi * t + local, bj * t + local
-    keep = (r[:, None] < n) & (c[None, :] < n) & valid
-    k = kernel(a, qa, shift[0], bi, bj, keep)
-    l = kernel(b, qb, shift[1], bi, bj, keep)
+    # No padding: a ragged last tile is read as [n - t, n), its rows / columns that
+    # belong to the previous tile masked (knn_lib._tile_start).
+    si, sj = knn_lib._tile_start(bi, t, n), knn_lib._tile_start(bj, t, n)
+    r, c = si + local, sj + local
+    keep = (r[:, None] >= bi * t) & (c[None, :] >= bj * t) & valid
+    k = kernel(a, qa, shift[0], si, sj, keep)
+    l = kernel(b, qb, shift[1], si, sj, keep)
     w = jnp.where(bi == bj, 1.0, 2.0)  # an off-diagonal block stands for itself and its transpose
     sums = sums.at[p].set(w * jnp.stack([jnp.sum(k * l), jnp.sum(k * k), jnp.sum(l * l)]))
     rk = lax.dynamic_update_slice_in_dim(
-        rk, lax.dynamic_slice_in_dim(rk, bi * t, t) + k.sum(1), bi * t, 0)
+        rk, lax.dynamic_slice_in_dim(rk, si, t) + k.sum(1), si, 0)
     rl = lax.dynamic_update_slice_in_dim(
-        rl, lax.dynamic_slice_in_dim(rl, bi * t, t) + l.sum(1), bi * t, 0)
+        rl, lax.dynamic_slice_in_dim(rl, si, t) + l.sum(1), si, 0)
     off = jnp.where(bi == bj, 0.0, 1.0)
     rk = lax.dynamic_update_slice_in_dim(
-        rk, lax.dynamic_slice_in_dim(rk, bj * t, t) + off * k.sum(0), bj * t, 0)
+        rk, lax.dynamic_slice_in_dim(rk, sj, t) + off * k.sum(0), sj, 0)
     rl = lax.dynamic_update_slice_in_dim(
-        rl, lax.dynamic_slice_in_dim(rl, bj * t, t) + off * l.sum(0), bj * t, 0)
+        rl, lax.dynamic_slice_in_dim(rl, sj, t) + off * l.sum(0), sj, 0)
     return sums, rk, rl
 
-  init = (jnp.zeros((pi.shape[0], 3), jnp.float32), jnp.zeros(n_pad), jnp.zeros(n_pad))
+  init = (jnp.zeros((pi.shape[0], 3), jnp.float32), jnp.zeros(n), jnp.zeros(n))
   init = jax.tree.map(lambda v: lax.pcast(v, (sharding.DATA,), to="varying"), init)
   sums, rk, rl = lax.fori_loop(0, pi.shape[0], body, init)
   return sums[None], rk[None], rl[None]
@@ -193,11 +196,11 @@ def _rbf_program(mesh, t: int):
   d = sharding.DATA
   fn = jax.shard_map(
       functools.partial(_device_rbf, t=t), mesh=mesh,
-      in_specs=(P(), P(), P(d), P(d), P(d), P(), P(), P()), out_specs=(P(d), P(d), P(d)))
+      in_specs=(P(), P(), P(d), P(d), P(d), P(), P()), out_specs=(P(d), P(d), P(d)))
 
   @jax.jit
-  def run(a, b, pi, pj, ok, n, inv2s2, shift):
-    sums, rk, rl = fn(a, b, pi, pj, ok, n, inv2s2, shift)
+  def run(a, b, pi, pj, ok, inv2s2, shift):
+    sums, rk, rl = fn(a, b, pi, pj, ok, inv2s2, shift)
     return sums, rk.sum(0), rl.sum(0)  # row sums: add the devices' partial sums
 
   return run
@@ -209,9 +212,7 @@ def _cka_rbf(a, b, sigma, tile, mesh):
   mesh = knn_lib.default_mesh() if mesh is None else mesh
   n = a.shape[0]
   t = knn_lib.effective_tile(n, _checks.check_tile(tile))
-  a_pad, _ = sharding.pad_rows(a, t)
-  b_pad, _ = sharding.pad_rows(b, t)
-  pi, pj, ok = knn_lib._block_pairs(a_pad.shape[0] // t, mesh.devices.size)
+  pi, pj, ok = knn_lib._block_pairs(-(-n // t), mesh.devices.size)
   def typical(x):  # exp(-E|x_i - x_j|^2 / 2 sigma^2), E over all pairs, in float64
     # Row chunks: no float64 copy of the whole feature matrix.
     sq = sum(float(np.sum(np.square(x[i:i + 4096], dtype=np.float64)))
@@ -220,10 +221,10 @@ def _cka_rbf(a, b, sigma, tile, mesh):
     return np.exp(-mean_d2 / (2.0 * sigma ** 2))
 
   shift = np.array([typical(a), typical(b)], np.float32)
-  sums, rk, rl = _rbf_program(mesh, t)(a_pad, b_pad, pi, pj, ok, np.int32(n),
+  sums, rk, rl = _rbf_program(mesh, t)(a, b, pi, pj, ok,
                                         np.float32(1.0 / (2.0 * sigma ** 2)), shift)
   kl, kk, ll = np.asarray(sums, np.float64).reshape(-1, 3).sum(0)
-  rk, rl = np.asarray(rk, np.float64)[:n], np.asarray(rl, np.float64)[:n]
+  rk, rl = np.asarray(rk, np.float64), np.asarray(rl, np.float64)
   # tr(K H L H) = tr(K L) - 2/n (K1).(L1) + (1^T K 1)(1^T L 1)/n^2 for symmetric K, L.
   hsic = lambda tr, r1, r2: tr - 2.0 / n * (r1 @ r2) + r1.sum() * r2.sum() / n ** 2
   return hsic(kl, rk, rl) / _checks.positive_denominator(

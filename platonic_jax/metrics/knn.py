@@ -65,13 +65,20 @@ def _merge_rows(vals, idx, start, new_v, new_i, k):
       lax.dynamic_update_slice_in_dim(idx, i, start, 0)
 
 
-def _device_knn(x, pi, pj, ok, n, *, t, k, bf16):
+def _tile_start(b, t, n):
+  """Tile b covers rows [b t, min(b t + t, n)); the last, ragged tile is read as the
+  full-size window [n - t, n) (rows below b t masked), so nothing is ever padded —
+  padding would copy the features (GBs at large N) and defeat zero-copy inputs."""
+  return jnp.minimum(b * t, n - t)
+
+
+def _device_knn(x, pi, pj, ok, *, t, k, bf16):
   """One device's share: top-k over its block pairs, for all rows.
 
-  x: [Npad, D] (replicated); pi, pj, ok: [1, P] block-pair rows / cols / validity;
-  n: [] true row count. Returns vals [1, Npad, k] f32 and idx [1, Npad, k] int32.
+  x: [N, D] (replicated); pi, pj, ok: [1, P] block-pair rows / cols / validity.
+  Returns vals [1, N, k] f32 and idx [1, N, k] int32.
   """
-  n_pad = x.shape[0]
+  n = x.shape[0]
   kb = min(k, t)  # a block offers at most t candidates per row
   pi, pj, ok = pi[0], pj[0], ok[0]
   if bf16:
@@ -84,26 +91,27 @@ def _device_knn(x, pi, pj, ok, n, *, t, k, bf16):
   def body(p, carry):
     vals, idx = carry
     bi, bj, valid = pi[p], pj[p], ok[p]
-    xi = lax.dynamic_slice_in_dim(xs, bi * t, t)
-    xj = lax.dynamic_slice_in_dim(xs, bj * t, t)
+    si, sj = _tile_start(bi, t, n), _tile_start(bj, t, n)
+    xi = lax.dynamic_slice_in_dim(xs, si, t)
+    xj = lax.dynamic_slice_in_dim(xs, sj, t)
     # [t, D] x [t, D]^T -> [t, t], accumulated in f32 (bf16 operands reach the matrix units).
     s = lax.dot_general(xi, xj, (((1,), (1,)), ((), ())), precision=prec,
                         preferred_element_type=jnp.float32)
-    r = bi * t + local
-    c = bj * t + local
-    bad = (r[:, None] >= n) | (c[None, :] >= n) | (r[:, None] == c[None, :]) | ~valid
+    r = si + local
+    c = sj + local
+    # Rows / columns of a ragged last tile that belong to the previous tile are masked.
+    bad = (r[:, None] < bi * t) | (c[None, :] < bj * t) | (r[:, None] == c[None, :]) | ~valid
     s = jnp.where(bad, -jnp.inf, s)
     # Rows of tile I against the columns of tile J.
     v, j = lax.top_k(s, kb)
-    vals, idx = _merge_rows(vals, idx, bi * t, v, j + bj * t, k)
+    vals, idx = _merge_rows(vals, idx, si, v, j + sj, k)
     # Rows of tile J against the columns of tile I: the same block transposed (the Gram
     # matrix is symmetric). A diagonal block was fully counted by the row pass.
     v, j = lax.top_k(jnp.where(bi == bj, -jnp.inf, s.T), kb)
-    vals, idx = _merge_rows(vals, idx, bj * t, v, j + bi * t, k)
+    vals, idx = _merge_rows(vals, idx, sj, v, j + si, k)
     return vals, idx
 
-  init = (jnp.full((n_pad, k), -jnp.inf, jnp.float32),
-          jnp.full((n_pad, k), n_pad, jnp.int32))
+  init = (jnp.full((n, k), -jnp.inf, jnp.float32), jnp.full((n, k), n, jnp.int32))
   # The state differs per device (each sees other blocks): mark it device-varying.
   init = jax.tree.map(lambda a: lax.pcast(a, (sharding.DATA,), to="varying"), init)
   vals, idx = lax.fori_loop(0, pi.shape[0], body, init)
@@ -116,16 +124,16 @@ def _knn_program(mesh, t: int, k: int, bf16: bool):
   ndev = mesh.devices.size
   device_fn = jax.shard_map(
       functools.partial(_device_knn, t=t, k=k, bf16=bf16), mesh=mesh,
-      in_specs=(P(), P(sharding.DATA), P(sharding.DATA), P(sharding.DATA), P()),
+      in_specs=(P(), P(sharding.DATA), P(sharding.DATA), P(sharding.DATA)),
       out_specs=(P(sharding.DATA), P(sharding.DATA)))
 
   @jax.jit
-  def run(x, pi, pj, ok, n):
-    vals, idx = device_fn(x, pi, pj, ok, n)  # [ndev, Npad, k] each
-    if ndev > 1:  # merge the per-device candidates: [Npad, ndev * k] -> [Npad, k]
-      n_pad = x.shape[0]
-      vals = jnp.moveaxis(vals, 0, 1).reshape(n_pad, ndev * k)
-      idx = jnp.moveaxis(idx, 0, 1).reshape(n_pad, ndev * k)
+  def run(x, pi, pj, ok):
+    vals, idx = device_fn(x, pi, pj, ok)  # [ndev, N, k] each
+    if ndev > 1:  # merge the per-device candidates: [N, ndev * k] -> [N, k]
+      n = x.shape[0]
+      vals = jnp.moveaxis(vals, 0, 1).reshape(n, ndev * k)
+      idx = jnp.moveaxis(idx, 0, 1).reshape(n, ndev * k)
       return _sort_desc(vals, idx, k)
     return vals[0], idx[0]
 
@@ -153,8 +161,8 @@ def _block_pairs(n_tiles: int, ndev: int):
 
 
 def effective_tile(n: int, tile: int) -> int:
-  """The tile actually used: never larger than N rounded up to a multiple of 8."""
-  return max(1, min(int(tile), -(-n // 8) * 8))
+  """The tile actually used: never larger than N."""
+  return max(1, min(int(tile), n))
 
 
 def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
@@ -186,11 +194,9 @@ def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh):
   mesh = default_mesh() if mesh is None else mesh
   n = x.shape[0]
   t = effective_tile(n, tile)
-  x_pad, _ = sharding.pad_rows(x, t)
-  pi, pj, ok = _block_pairs(x_pad.shape[0] // t, mesh.devices.size)
+  pi, pj, ok = _block_pairs(-(-n // t), mesh.devices.size)
   run = _knn_program(mesh, t, k, precision == "bf16")
-  vals, idx = run(x_pad, pi, pj, ok, np.int32(n))
-  return vals[:n], idx[:n]
+  return run(x, pi, pj, ok)
 
 
 # ---------------------------------------------------------------------------------------
