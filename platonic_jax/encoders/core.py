@@ -127,7 +127,12 @@ class Encoder:
     if bad:
       raise ValueError(f"text encoder {self.name!r} got non-string items at {bad[:10]}")
     from platonic_jax.encoders import tokenize  # local: the text path only
-    ids, mask, truncated = tokenize.tokenize(self.tokenizer, list(items), self.max_length)
+    # T = the batch's longest caption rounded up to a multiple of _TEXT_BUCKET (at most
+    # max_length): captions average 15-20 tokens, so padding every batch to max_length
+    # would spend ~4x the compute on pads, while buckets keep the compiled shapes few.
+    # Pads are masked out, so the features do not depend on T.
+    ids, mask, truncated = tokenize.tokenize(self.tokenizer, list(items), self.max_length,
+                                             pad_to_multiple=_TEXT_BUCKET)
     self.num_truncated += truncated
     vocab = getattr(self.hf_config, "vocab_size", None)
     if vocab is not None and ids.size and int(ids.max()) >= vocab:
@@ -135,14 +140,7 @@ class Encoder:
           f"text encoder {self.name!r}: the tokenizer produced id {int(ids.max())} but the "
           f"checkpoint's vocab_size is {vocab}; the tokenizer files do not belong to this "
           "checkpoint (put the model's own vocab.json + merges.txt beside config.json).")
-    # T = the batch's longest caption rounded up to a multiple of _TEXT_BUCKET (at most
-    # max_length): captions average 15-20 tokens, so padding every batch to max_length
-    # would spend ~4x the compute on pads, while buckets keep the compiled shapes few.
-    # Pads are masked out, so the features do not depend on T.
-    t = min(self.max_length, -(-max(ids.shape[1], 1) // _TEXT_BUCKET) * _TEXT_BUCKET)
-    pad = t - ids.shape[1]
-    ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=self.tokenizer.pad_token_id)
-    return ids, np.pad(mask, ((0, 0), (0, pad)))
+    return ids, mask
 
   # ----- compiled step ------------------------------------------------------------------
   def _fn(self, pool: str, layers: tuple[int, ...]):
