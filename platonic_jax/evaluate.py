@@ -206,29 +206,8 @@ def alignment_after(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray
 
 def _per_sample(name: str, ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
   """[N] per-query scores whose mean is the metric: ia, ib [N, k] ordered neighbour lists."""
-  n, k = ia.shape
-  if name == "mutual_knn":
-    both = np.sort(np.concatenate([ia, ib], 1), axis=1)
-    return (both[:, 1:] == both[:, :-1]).sum(1) / k
-  if name == "cycle_knn":
-    return (ia[ib] == np.arange(n)[:, None, None]).any(axis=(1, 2)).astype(np.float64)
-  if name == "lcs_knn":
-    dp = np.zeros((n, k + 1, k + 1), np.int32)
-    for i in range(1, k + 1):
-      for j in range(1, k + 1):
-        dp[:, i, j] = np.where(ia[:, i - 1] == ib[:, j - 1], dp[:, i - 1, j - 1] + 1,
-                               np.maximum(dp[:, i - 1, j], dp[:, i, j - 1]))
-    return dp[:, k, k] / k
-  if name == "edit_distance_knn":
-    dp = np.zeros((n, k + 1, k + 1), np.int32)
-    dp[:, :, 0] = np.arange(k + 1)
-    dp[:, 0, :] = np.arange(k + 1)
-    for i in range(1, k + 1):
-      for j in range(1, k + 1):
-        sub = dp[:, i - 1, j - 1] + (ia[:, i - 1] != ib[:, j - 1])
-        dp[:, i, j] = np.minimum(np.minimum(dp[:, i - 1, j], dp[:, i, j - 1]) + 1, sub)
-    return 1.0 - dp[:, k, k] / k
-  raise ValueError(f"{name} is not a neighbour metric ({KNN_METRICS})")
+  from platonic_jax.metrics import knn
+  return knn.per_sample(name, ia, ib)
 
 
 def _neighbours(a: np.ndarray, k: int) -> np.ndarray:

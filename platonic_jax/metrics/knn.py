@@ -204,18 +204,16 @@ def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh):
 
 
 @jax.jit
-def _mutual_from_idx(idx_a, idx_b):
-  """mean_i |N_A(i) ∩ N_B(i)| / k. A row holds no duplicate, so after sorting the
-  concatenated [N, 2k] lists every common neighbour is one adjacent equal pair."""
-  k = idx_a.shape[1]
+def _common_from_idx(idx_a, idx_b):
+  """|N_A(i) ∩ N_B(i)| of each row pair, [N] int32. A row holds no duplicate, so after
+  sorting the concatenated [N, 2k] lists every common neighbour is one adjacent equal pair."""
   both = jnp.sort(jnp.concatenate([idx_a, idx_b], 1), axis=1)
-  common = jnp.sum(both[:, 1:] == both[:, :-1], axis=1)
-  return jnp.mean(common / k)
+  return jnp.sum(both[:, 1:] == both[:, :-1], axis=1)
 
 
 @jax.jit
-def _cycle_from_idx(idx_a, idx_b):
-  """mean_i 1[i in ∪_{j in N_B(i)} N_A(j)]: B's neighbours, then theirs in A."""
+def _cycle_hits_from_idx(idx_a, idx_b):
+  """1[i in ∪_{j in N_B(i)} N_A(j)] of each row, [N] bool: B's neighbours, then theirs in A."""
   n = idx_a.shape[0]
   rows = jnp.arange(n, dtype=idx_a.dtype)
 
@@ -224,8 +222,19 @@ def _cycle_from_idx(idx_a, idx_b):
     return jnp.any(idx_a[nb] == i)
 
   # lax.map over rows (batched) keeps memory at O(batch * k^2), not O(N * k^2).
-  hits = lax.map(hit, (rows, idx_b), batch_size=min(n, 4096))
-  return jnp.mean(hits.astype(jnp.float32))
+  return lax.map(hit, (rows, idx_b), batch_size=min(n, 4096))
+
+
+@jax.jit
+def _mutual_from_idx(idx_a, idx_b):
+  """mean_i |N_A(i) ∩ N_B(i)| / k."""
+  return jnp.mean(_common_from_idx(idx_a, idx_b) / idx_a.shape[1])
+
+
+@jax.jit
+def _cycle_from_idx(idx_a, idx_b):
+  """mean_i 1[i in ∪_{j in N_B(i)} N_A(j)]."""
+  return jnp.mean(_cycle_hits_from_idx(idx_a, idx_b).astype(jnp.float32))
 
 
 @jax.jit
@@ -286,6 +295,24 @@ COMBINE = {
     "lcs_knn": _lcs_score,
     "edit_distance_knn": _edit_score,
 }
+
+
+def per_sample(name: str, idx_a, idx_b) -> np.ndarray:
+  """[N] float64 per-sample scores whose mean is the neighbour metric ``name``.
+
+  idx_a, idx_b: [N, k] ordered neighbour lists (``nearest_neighbors``). The same
+  programs as the metrics (``COMBINE``); used where samples are resampled (bootstrap).
+  """
+  k = np.shape(idx_a)[1]
+  if name == "mutual_knn":
+    return np.asarray(_common_from_idx(idx_a, idx_b)) / k
+  if name == "cycle_knn":
+    return np.asarray(_cycle_hits_from_idx(idx_a, idx_b), np.float64)
+  if name == "lcs_knn":
+    return np.asarray(_lcs_from_idx(idx_a, idx_b)) / k
+  if name == "edit_distance_knn":
+    return 1.0 - np.asarray(_levenshtein_from_idx(idx_a, idx_b)) / k
+  raise ValueError(f"{name} is not a neighbour metric ({tuple(COMBINE)})")
 
 
 def _neighbour_metric(name, a, b, k, tile, precision, mesh):
