@@ -131,11 +131,9 @@ def _encoder_rate(batch: int, seconds: float, tmp: str) -> float:
   import transformers as T
 
   from platonic_jax import encoders
+  from platonic_jax.benchmarks.encoders import _configs
   path = os.path.join(tmp, "resnet18")
-  config = T.ResNetConfig(embedding_size=64, hidden_sizes=[64, 128, 256, 512],
-                          depths=[2, 2, 2, 2], layer_type="basic", hidden_act="relu",
-                          downsample_in_first_stage=False)
-  T.ResNetModel(config).save_pretrained(path)
+  T.ResNetModel(_configs("resnet18")).save_pretrained(path)
   T.ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875).save_pretrained(path)
   enc = encoders.load(path, dtype="float32")
   # The model on already-preprocessed [B, 224, 224, 3] input (the loader's output), so

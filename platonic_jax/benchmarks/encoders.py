@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+from platonic_jax.benchmarks.encoders_gpt2 import format_row
+
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +44,7 @@ def _parse(argv):
   return p.parse_args(argv)
 
 
-def _configs(name, image):
+def _configs(name):
   import transformers as T
   if name == "resnet18":   # microsoft/resnet-18's config.json
     return T.ResNetConfig(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
@@ -88,7 +90,7 @@ def _bench_model(name, args, dtypes, rows):
 
   from platonic_jax.encoders import core, registry
 
-  config = _configs(name, args.image)
+  config = _configs(name)
   tmodel = _torch_model(name, config)
   arch = registry.get(config.model_type)
   sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
@@ -154,13 +156,7 @@ def _bench_model(name, args, dtypes, rows):
     rows.append((name, dt, "platonic_jax", rates["platonic_jax"], unit,
                  rates["platonic_jax"] / rates[best],
                  f"vs {best}; rel.err vs torch fp32 {err:.1e}; compile {compile_s:.0f}s"))
-    print(_format(rows[-1]), flush=True)
-
-
-def _format(r):
-  name, dt, impl, rate, unit, ratio, note = r
-  ratio_s = f"{ratio:5.2f}x" if ratio is not None else "      "
-  return f"{name:9s} {dt:5s} {impl:28s} {rate:10.1f} {unit:6s} {ratio_s} {note or ''}"
+    print(format_row(rows[-1]), flush=True)
 
 
 def main(argv=None):
@@ -184,7 +180,7 @@ def main(argv=None):
     _bench_model(name, args, dtypes, rows)
   print("\nmodel     dtype impl                         throughput         ratio")
   for r in rows:
-    print(_format(r))
+    print(format_row(r))
   print(f"load average at the end: {os.getloadavg()[0]:.1f} (on {len(os.sched_getaffinity(0))} cores)")
   return rows
 

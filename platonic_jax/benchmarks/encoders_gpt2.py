@@ -50,14 +50,10 @@ def _torch_call(model, ids, mask, autocast: bool) -> Callable[[], object]:
 
 def _jax_call(config, params, ids, mask, dtype) -> Callable[[], object]:
   import jax
-  import jax.numpy as jnp
 
-  from platonic_jax.encoders import gpt2
+  from platonic_jax.encoders import core, gpt2
   module = gpt2.build(config, dtype)
-  if dtype == jnp.bfloat16:  # as encoders.load: matmul kernels pre-cast once
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, x: x.astype(jnp.bfloat16) if p[-1].key == "kernel" else x, params)
-  params = jax.device_put(params)
+  params = jax.device_put(core._cast_kernels(params, dtype))  # as encoders.load does
   ids, mask = jax.device_put(ids), jax.device_put(mask)
   # Only the last layer's mean pool leaves the program; XLA drops the other pools.
   fn = jax.jit(lambda p, i, m: module.apply({"params": p}, i, m, pool="mean")[-1])
