@@ -257,6 +257,10 @@ def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> dict:
   d, ps, c = hf_config.hidden_size, _patch_size(hf_config), hf_config.num_channels
   hd, _, hidden = _dims(hf_config)
   swiglu = bool(hf_config.use_swiglu_ffn)
+  qkv_bias = bool(getattr(hf_config, "qkv_bias", True))
+  take_bias = lambda name, n: sd.take(name, (n,)) if qkv_bias else np.zeros(n, np.float32)  # noqa: E731
+  mlp_in = 2 * hidden if swiglu else hidden
+  names_in = ("weights_in", "weights_out") if swiglu else ("fc1", "fc2")
   w = sd.take("embeddings.patch_embeddings.projection.weight", (d, c, ps, ps))
   params = {
       "patch_kernel": w.transpose(2, 3, 1, 0).reshape(ps * ps * c, d),  # OIHW -> (HWI)O
@@ -270,10 +274,6 @@ def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> dict:
   for i in range(hf_config.num_hidden_layers):
     p = f"encoder.layer.{i}"
     att = f"{p}.attention.attention"
-    qkv_bias = bool(getattr(hf_config, "qkv_bias", True))
-    take_bias = lambda name, n: sd.take(name, (n,)) if qkv_bias else np.zeros(n, np.float32)  # noqa: E731
-    mlp_in = 2 * hidden if swiglu else hidden
-    names_in = ("weights_in", "weights_out") if swiglu else ("fc1", "fc2")
     params[f"layer{i}"] = {
         "norm1_scale": sd.take(f"{p}.norm1.weight", (d,)),
         "norm1_bias": sd.take(f"{p}.norm1.bias", (d,)),

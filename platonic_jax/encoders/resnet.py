@@ -75,6 +75,12 @@ class Block(nn.Module):
     return common.activation(self.act)(h + residual)
 
 
+def _stride(stage: int, block: int, downsample_in_first_stage: bool) -> int:
+  """HF ResNetStage: the first block of every stage but the first (unless configured) has
+  stride 2."""
+  return 2 if block == 0 and (stage > 0 or downsample_in_first_stage) else 1
+
+
 def _pool(x: jax.Array, pool: str) -> jax.Array:
   """[B, H, W, C] -> [B, C] float32."""
   if pool == "avg":
@@ -104,9 +110,9 @@ class ResNet(nn.Module):
     feats = [_pool(x, pool)]
     for i, (width, depth) in enumerate(zip(self.hidden_sizes, self.depths)):
       for j in range(depth):
-        stride = (2 if (i > 0 or self.downsample_in_first_stage) else 1) if j == 0 else 1
-        x = Block(width, stride, self.bottleneck, self.downsample_in_bottleneck, self.act,
-                  self.dtype, name=f"stage{i}_block{j}")(x)
+        x = Block(width, _stride(i, j, self.downsample_in_first_stage), self.bottleneck,
+                  self.downsample_in_bottleneck, self.act, self.dtype,
+                  name=f"stage{i}_block{j}")(x)
       feats.append(_pool(x, pool))
     return tuple(feats)
 
@@ -156,7 +162,7 @@ def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> dict:
   for i, (width, depth) in enumerate(zip(hf_config.hidden_sizes, hf_config.depths)):
     for j in range(depth):
       p = f"encoder.stages.{i}.layers.{j}"
-      stride = (2 if (i > 0 or hf_config.downsample_in_first_stage) else 1) if j == 0 else 1
+      stride = _stride(i, j, hf_config.downsample_in_first_stage)
       block = {}
       if cin != width or stride != 1:
         block["shortcut"] = _conv_bn(sd, f"{p}.shortcut", cin, width, 1)
