@@ -46,9 +46,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-KNN_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn")
-
-
 # ---------------------------------------------------------------------------------------
 # Preparing features exactly as the metrics see them.
 
@@ -131,6 +128,11 @@ def _m(a: np.ndarray, b: np.ndarray, name: str, kw: dict) -> float:
 # Stage 2 and 4: alignment tables.
 
 
+def _num_test(test: Mapping[str, np.ndarray], config) -> int:
+  """Test samples evaluated: the first ``eval.max_samples`` (0: all)."""
+  return int(config.eval.max_samples) or test[config.reference.name].shape[0]
+
+
 def _test_views(test: Mapping[str, np.ndarray], config) -> tuple[list[str], dict, np.ndarray]:
   mods = list(config.modalities)
   if len(mods) < 2:
@@ -140,7 +142,7 @@ def _test_views(test: Mapping[str, np.ndarray], config) -> tuple[list[str], dict
   if missing:
     raise ValueError(f"test features lack {missing} (have {sorted(test)}); re-run the "
                      "feature stage")
-  n = int(config.eval.max_samples) or test[ref_name].shape[0]
+  n = _num_test(test, config)
   q = float(config.eval.q)
   views = {m: _prepare(test[m][:n], q) for m in mods}
   return mods, views, _prepare(test[ref_name][:n], q)
@@ -170,7 +172,6 @@ def adapted_views(emb: Mapping[str, np.ndarray], mods: Sequence[str], n: int | N
   if missing:
     raise ValueError(f"embeddings lack {missing} (have {sorted(emb)})")
   sides = {m: _l2n(np.asarray(emb[m])[:n]) for m in mods}
-  mean = sides[mods[0]]
   if len(mods) == 2:
     mean = mean_representation(sides[mods[0]], sides[mods[1]])
   else:
@@ -253,6 +254,7 @@ def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], confi
   ``alignment_before`` / ``alignment_after`` for the same inputs, if already computed —
   the kernel metrics' point estimates are taken from them instead of recomputed.
   """
+  from platonic_jax import metrics
   ev = config.eval
   mods, views, ref = _test_views(test, config)
   reps = adapted_views(emb, mods, ref.shape[0])
@@ -271,7 +273,7 @@ def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], confi
   _check_k(specs, n)
   for label, name, kw in specs:
     row = {}
-    if name in KNN_METRICS:
+    if name in metrics.NEIGHBOUR_METRICS:
       k = kw["k"]
       ref_nb = nb("__ref__", ref, k)
       ps = {f"raw:{m}": _per_sample(name, nb(f"raw:{m}", views[m], k), ref_nb) for m in mods}
@@ -405,7 +407,7 @@ def evaluate_space(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray]
   if with_verdict:
     out["verdict"] = verdict(test, emb, config, resample=resample, before=before,
                              after=out["after"])
-  n = int(config.eval.max_samples) or test[config.reference.name].shape[0]
+  n = _num_test(test, config)
   ks = tuple(int(k) for k in config.eval.retrieval_ks)
   a, b = mods[0], mods[1]
   out["retrieval"] = {"1:1": retrieval(np.asarray(emb[a])[:n], np.asarray(emb[b])[:n], ks=ks)}
@@ -493,7 +495,7 @@ def baselines(train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], c
   the trained adapters only; ``resample=True`` computes them for every baseline too."""
   mods = list(config.modalities)
   out = {}
-  n = int(config.eval.max_samples) or test[config.reference.name].shape[0]
+  n = _num_test(test, config)
   for kind in config.eval.baselines:
     fit = fit_baseline(kind, train, config)
     emb = {m: np.asarray(fit["embed"][m](test[m][:n]), np.float32) for m in mods[:2]}
@@ -581,10 +583,9 @@ def cached_stage(workdir: str, name: str, key: str, fn, *, log=None) -> dict:
     if stored.get("key") == key:
       log(f"stage {name}: done ({path})")
       return stored["result"]
-  result = fn()
-  features._atomic_write_bytes(path, json.dumps({"key": key, "result": report._clean(result)},
-                                                allow_nan=False).encode())
-  return json.loads(json.dumps(report._clean(result)))  # same form as a cached result
+  doc = json.dumps({"key": key, "result": report._clean(fn())}, allow_nan=False)
+  features._atomic_write_bytes(path, doc.encode())
+  return json.loads(doc)["result"]  # the same form as a cached result
 
 
 def stage_before(config, workdir: str, feats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:

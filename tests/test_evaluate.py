@@ -152,7 +152,7 @@ def test_per_sample_means_equal_the_metrics_module():
   b = (a @ rng.normal(size=(6, 6)) + rng.normal(size=(90, 6))).astype(np.float32)
   a, b = evaluate._l2n(a), evaluate._l2n(b)
   ia, ib = evaluate._neighbours(a, 7), evaluate._neighbours(b, 7)
-  for name in evaluate.KNN_METRICS:
+  for name in metrics.NEIGHBOUR_METRICS:
     want = metrics.METRICS[name](a, b, k=7)
     assert evaluate._per_sample(name, ia, ib).mean() == pytest.approx(want, abs=1e-6), name
 
