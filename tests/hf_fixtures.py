@@ -8,8 +8,6 @@ parameter keeps a trivial initial value that would hide a conversion bug.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 
@@ -94,9 +92,6 @@ def hf_pixel_values(directory: str, images) -> "np.ndarray":
                     np.float32)
 
 
-__all__ = ["tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values", "os"]
-
-
 # ----- GPT-2 (the text helper's builders) -------------------------------------------------
 
 GPT2_CORPUS = [
@@ -150,4 +145,13 @@ def tiny_gpt2(directory: str, seed: int = 0, **overrides):
   return str(directory), model
 
 
-__all__ += ["tiny_gpt2", "gpt2_tokenizer_files", "GPT2_CORPUS"]
+
+
+def rel_error(a, b) -> float:
+  """||a - b|| / ||b||, computed in float64."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+__all__ = ["tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values", "tiny_gpt2",
+           "gpt2_tokenizer_files", "GPT2_CORPUS", "rel_error"]

@@ -28,11 +28,6 @@ from platonic_jax.encoders import dinov2, preprocess, registry, resnet  # noqa: 
 FP32_TOL, BF16_TOL = 1e-4, 2e-2
 
 
-def _rel(a, b) -> float:
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
 def _torch_hidden(model, directory, images):
   pv = fx.hf_pixel_values(directory, images)
   with torch.no_grad():
@@ -124,11 +119,11 @@ def test_resnet_parity_fp32_all_layers(resnet_ckpt, images):
   for l, (f, h) in enumerate(zip(feats, out.hidden_states)):
     ref = h.double().mean((2, 3)).numpy()
     assert f.shape == ref.shape and f.dtype == np.float32
-    assert _rel(f, ref) < FP32_TOL, l
+    assert fx.rel_error(f, ref) < FP32_TOL, l
   last = enc.encode(images, batch_size=8)   # default: last layer == HF pooler_output
-  assert _rel(last, out.pooler_output[:, :, 0, 0].numpy()) < FP32_TOL
+  assert fx.rel_error(last, out.pooler_output[:, :, 0, 0].numpy()) < FP32_TOL
   mx = enc.encode(images, batch_size=8, layers=[-1], pool="max")
-  assert _rel(mx[0], out.hidden_states[-1].amax((2, 3)).numpy()) < FP32_TOL
+  assert fx.rel_error(mx[0], out.hidden_states[-1].amax((2, 3)).numpy()) < FP32_TOL
 
 
 def test_resnet_parity_bf16(resnet_ckpt, images):
@@ -137,7 +132,7 @@ def test_resnet_parity_bf16(resnet_ckpt, images):
   feats = encoders.load(directory, dtype="bfloat16").encode(images, batch_size=8, layers="all")
   for l, (f, h) in enumerate(zip(feats, out.hidden_states)):
     assert f.dtype == np.float32
-    assert _rel(f, h.double().mean((2, 3)).numpy()) < BF16_TOL, l
+    assert fx.rel_error(f, h.double().mean((2, 3)).numpy()) < BF16_TOL, l
 
 
 def test_dinov2_parity_non_native_size(dinov2_ckpt, images):
@@ -152,13 +147,13 @@ def test_dinov2_parity_non_native_size(dinov2_ckpt, images):
   hs = [h.double().numpy() for h in out.hidden_states[:-1]] + [out.last_hidden_state.double().numpy()]
   assert cls.shape == (len(hs), len(images), 32)
   for l, h in enumerate(hs):
-    assert _rel(cls[l], h[:, 0]) < FP32_TOL, l
-    assert _rel(mean[l], h[:, 1:].mean(1)) < FP32_TOL, l
-  assert _rel(enc.encode(images, batch_size=8), out.pooler_output.numpy()) < FP32_TOL
+    assert fx.rel_error(cls[l], h[:, 0]) < FP32_TOL, l
+    assert fx.rel_error(mean[l], h[:, 1:].mean(1)) < FP32_TOL, l
+  assert fx.rel_error(enc.encode(images, batch_size=8), out.pooler_output.numpy()) < FP32_TOL
   bf = encoders.load(directory, dtype="bfloat16").encode(images, batch_size=8, layers="all",
                                                          pool="mean")
   for l, h in enumerate(hs):
-    assert _rel(bf[l], h[:, 1:].mean(1)) < BF16_TOL, l
+    assert fx.rel_error(bf[l], h[:, 1:].mean(1)) < BF16_TOL, l
 
 
 @pytest.mark.parametrize("n_in,n_out", [(4, 7), (5, 3), (6, 6), (2, 9)])
@@ -295,9 +290,8 @@ def test_registry_contract():
 # ----- text through load() (GPT-2 module and tokenizer are the text helper's) -------------
 
 def test_text_encoder_through_load_matches_torch_and_counts_truncation(tmp_path):
-  from test_encoders_gpt2 import build_gpt2_checkpoint
   (tmp_path / "gpt2").mkdir()
-  directory, model = build_gpt2_checkpoint(tmp_path / "gpt2")
+  directory, model = fx.tiny_gpt2(str(tmp_path / "gpt2"))
   enc = encoders.load(directory, max_length=12)
   texts = ["a dog runs across the grass", "a man",
            "two children are playing with a red ball near the lake in the park today"]
@@ -311,7 +305,7 @@ def test_text_encoder_through_load_matches_torch_and_counts_truncation(tmp_path)
   m = batch["attention_mask"].double().numpy()
   for l, h in enumerate(out.hidden_states):
     ref = np.einsum("btd,bt->bd", h.double().numpy(), m) / m.sum(1, keepdims=True)
-    assert _rel(feats[l], ref) < FP32_TOL, l
+    assert fx.rel_error(feats[l], ref) < FP32_TOL, l
   # A caption's features do not depend on its batch mates or the batch size.
   alone = enc.encode(texts[1:2], batch_size=8)
   np.testing.assert_allclose(alone[0], feats[-1][1], rtol=1e-5, atol=1e-6)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from hf_fixtures import tiny_gpt2
+from hf_fixtures import rel_error, tiny_gpt2
 
 from platonic_jax.encoders import convert as convert_lib
 from platonic_jax.encoders import gpt2
@@ -30,16 +30,9 @@ CAPTIONS = [
 ]
 
 
-def build_gpt2_checkpoint(directory, seed: int = 0, **config_overrides):
-  """Tiny random GPT-2 + trained BPE tokenizer in ``directory`` -> (directory, torch model).
-
-  (Kept under this name: tests/test_encoders.py imports it.)"""
-  return tiny_gpt2(str(directory), seed=seed, **config_overrides)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-  return build_gpt2_checkpoint(tmp_path_factory.mktemp("gpt2"))
+  return tiny_gpt2(str(tmp_path_factory.mktemp("gpt2")))
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +65,6 @@ def _reference(model, tok, texts, max_length=128):
   return {"mean": mean, "last": last}
 
 
-def _rel(a, b):
-  return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
-
-
 def test_hidden_state_semantics_of_reference(ckpt):
   # Guards the reference itself: HF 5's hidden_states end with ln_f's output.
   _, model = ckpt
@@ -104,7 +93,7 @@ def test_fp32_parity_strings_in(ckpt, tokenizer, pool):
   assert len(ours) == len(ref) == model.config.n_layer + 1
   for layer, (a, b) in enumerate(zip(ours, ref)):
     assert a.shape == b.shape and a.dtype == np.float32
-    assert _rel(a, b) < 1e-4, (pool, layer, _rel(a, b))
+    assert rel_error(a, b) < 1e-4, (pool, layer, rel_error(a, b))
 
 
 def test_bf16_parity(ckpt, tokenizer):
@@ -115,7 +104,7 @@ def test_bf16_parity(ckpt, tokenizer):
   params = jax.tree.map(lambda x: x.astype(jnp.bfloat16) if x.ndim == 2 else x, params)
   ours = _features(model.config, params, ids, mask, "mean", jnp.bfloat16)
   ref = _reference(model, tokenizer, CAPTIONS)["mean"]
-  errs = [_rel(a, b) for a, b in zip(ours, ref)]
+  errs = [rel_error(a, b) for a, b in zip(ours, ref)]
   assert all(a.dtype == np.float32 for a in ours)
   assert max(errs) < 2e-2, errs
   assert max(errs) > 1e-6, "bf16 path computed in float32: operands were not cast"
@@ -130,14 +119,14 @@ def test_bf16_parity(ckpt, tokenizer):
          n_layer=2, add_cross_attention=True),
 ])
 def test_config_variants_parity(tmp_path, overrides):
-  directory, model = build_gpt2_checkpoint(tmp_path, seed=1, **overrides)
+  directory, model = tiny_gpt2(str(tmp_path), seed=1, **overrides)
   # Read the config as saved, to test the fields round-trip through config.json.
   config = transformers.GPT2Config.from_pretrained(directory)
   tok = tok_lib.load_tokenizer(directory)
   ids, mask, _ = tok_lib.tokenize(tok, CAPTIONS[:4], max_length=128)
   ours = _features(config, _params(directory, config), ids, mask)
   ref = _reference(model, tok, CAPTIONS[:4])["mean"]
-  errs = [_rel(a, b) for a, b in zip(ours, ref)]
+  errs = [rel_error(a, b) for a, b in zip(ours, ref)]
   assert max(errs) < 1e-4, errs
 
 
@@ -174,7 +163,7 @@ def test_left_padding_uses_hf_positions(ckpt, tokenizer):
   m = left_mask.astype(np.float64)
   for a, h in zip(ours, out.hidden_states):
     ref = np.einsum("btd,bt->bd", h.double().numpy(), m) / m.sum(1, keepdims=True)
-    assert _rel(a, ref) < 1e-4
+    assert rel_error(a, ref) < 1e-4
 
 
 def test_truncation_is_counted_and_matches_hf(ckpt, tokenizer):
@@ -190,7 +179,7 @@ def test_truncation_is_counted_and_matches_hf(ckpt, tokenizer):
   np.testing.assert_array_equal(mask, np.asarray(hf["attention_mask"]))
   ours = _features(model.config, _params(directory, model.config), ids, mask)
   ref = _reference(model, tokenizer, CAPTIONS, max_length=max_length)["mean"]
-  assert max(_rel(a, b) for a, b in zip(ours, ref)) < 1e-4
+  assert max(rel_error(a, b) for a, b in zip(ours, ref)) < 1e-4
 
 
 def test_tokenize_pads_right_with_eos(tokenizer):
