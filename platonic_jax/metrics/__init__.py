@@ -34,7 +34,7 @@ METRICS: dict[str, Callable[..., float]] = {
     "cknna": cknna,
     "svcca": svcca,
 }
-NEIGHBOUR_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn")
+NEIGHBOUR_METRICS = tuple(_knn.COMBINE)  # mutual, cycle, lcs, edit distance
 
 __all__ = ["METRICS", "cka", "cknna", "cycle_knn", "edit_distance_knn", "lcs_knn",
            "mutual_knn", "nearest_neighbors", "prepare", "score", "svcca", "unbiased_cka"]

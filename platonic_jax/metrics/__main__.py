@@ -17,10 +17,11 @@ import numpy as np
 
 from platonic_jax import metrics
 
+_NEIGHBOUR = set(metrics.NEIGHBOUR_METRICS)
 _TAKES = {  # which options each metric accepts
-    "k": {"mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna"},
-    "tile": {"mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna", "cka"},
-    "precision": {"mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn"},
+    "k": _NEIGHBOUR | {"cknna"},
+    "tile": _NEIGHBOUR | {"cknna", "cka"},
+    "precision": _NEIGHBOUR,
     "kernel": {"cka"}, "sigma": {"cka"}, "cca_dim": {"svcca"},
 }
 

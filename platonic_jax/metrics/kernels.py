@@ -39,11 +39,6 @@ def _gram(x, y):
 ROW_CHUNK = 4096  # rows per step of the feature-space programs (memory O(chunk * D + D^2))
 
 
-def _varying(tree):
-  # Per-device accumulators inside shard_map must be typed as device-varying.
-  return jax.tree.map(lambda v: lax.pcast(v, (sharding.DATA,), to="varying"), tree)
-
-
 @functools.lru_cache(maxsize=None)
 def _rows_program(mesh, mode: str, chunk: int):
   """Row-sharded feature-space statistics for one mode; jit caches per shape.
@@ -69,7 +64,7 @@ def _rows_program(mesh, mode: str, chunk: int):
 
     def total(fn, init):  # sum over this device's chunks, then over devices
       out = lax.fori_loop(0, steps, lambda s, acc: jax.tree.map(jnp.add, acc, fn(s)),
-                          _varying(init))
+                          knn_lib.varying(init))
       return jax.tree.map(psum, out)
 
     da, db = a.shape[1], b.shape[1]
@@ -185,8 +180,7 @@ def _device_rbf(a, b, pi, pj, ok, inv2s2, shift, *, t):
         rl, lax.dynamic_slice_in_dim(rl, sj, t) + off * l.sum(0), sj, 0)
     return sums, rk, rl
 
-  init = (jnp.zeros((pi.shape[0], 3), jnp.float32), jnp.zeros(n), jnp.zeros(n))
-  init = jax.tree.map(lambda v: lax.pcast(v, (sharding.DATA,), to="varying"), init)
+  init = knn_lib.varying((jnp.zeros((pi.shape[0], 3), jnp.float32), jnp.zeros(n), jnp.zeros(n)))
   sums, rk, rl = lax.fori_loop(0, pi.shape[0], body, init)
   return sums[None], rk[None], rl[None]
 
@@ -215,8 +209,8 @@ def _cka_rbf(a, b, sigma, tile, mesh):
   pi, pj, ok = knn_lib._block_pairs(-(-n // t), mesh.devices.size)
   def typical(x):  # exp(-E|x_i - x_j|^2 / 2 sigma^2), E over all pairs, in float64
     # Row chunks: no float64 copy of the whole feature matrix.
-    sq = sum(float(np.sum(np.square(x[i:i + 4096], dtype=np.float64)))
-             for i in range(0, len(x), 4096))
+    sq = sum(float(np.sum(np.square(x[i:i + ROW_CHUNK], dtype=np.float64)))
+             for i in range(0, len(x), ROW_CHUNK))
     mean_d2 = 2.0 * (sq / len(x) - np.sum(x.mean(0, dtype=np.float64) ** 2))
     return np.exp(-mean_d2 / (2.0 * sigma ** 2))
 
@@ -342,13 +336,11 @@ def cknna(a, b, k: int | None = 10, *, tile: int = knn_lib.DEFAULT_TILE, mesh=No
   batch = max(1, min(n, (1 << 24) // (k * k)))  # bounds the [batch, k, k] compare
   mask, lv = _masked_values(ia, va, ib, vb, batch)
   ones = jnp.ones_like(mask)
-  n64 = float(n)
-  s_kl = [float(v) for v in _sparse_hsic_sums(ia, mask, va, lv)]
-  s_kk = [float(v) for v in _sparse_hsic_sums(ia, ones, va, va)]
-  s_ll = [float(v) for v in _sparse_hsic_sums(ib, ones, vb, vb)]
-  kl = _hsic_u(*s_kl, n64)
-  kk = _hsic_u(*s_kk, n64)
-  ll = _hsic_u(*s_ll, n64)
+  # HSIC_u of the masked kernels from their four sums, combined in float64 on the host.
+  hsic = lambda *args: _hsic_u(*(float(v) for v in _sparse_hsic_sums(*args)), n)
+  kl = hsic(ia, mask, va, lv)
+  kk = hsic(ia, ones, va, va)
+  ll = hsic(ib, ones, vb, vb)
   return float(kl / _checks.positive_denominator(kk, ll, "cknna"))
 
 

@@ -38,6 +38,12 @@ def default_mesh():
   return sharding.data_mesh()
 
 
+def varying(tree):
+  """Marks per-device accumulators inside ``shard_map`` as device-varying (each device
+  fills its own from other blocks / rows)."""
+  return jax.tree.map(lambda v: lax.pcast(v, (sharding.DATA,), to="varying"), tree)
+
+
 def _sort_desc(vals, idx, k):
   """Sorts each row by (value descending, index ascending) and keeps the first k.
 
@@ -111,9 +117,7 @@ def _device_knn(x, pi, pj, ok, *, t, k, bf16):
     vals, idx = _merge_rows(vals, idx, sj, v, j + si, k)
     return vals, idx
 
-  init = (jnp.full((n, k), -jnp.inf, jnp.float32), jnp.full((n, k), n, jnp.int32))
-  # The state differs per device (each sees other blocks): mark it device-varying.
-  init = jax.tree.map(lambda a: lax.pcast(a, (sharding.DATA,), to="varying"), init)
+  init = varying((jnp.full((n, k), -jnp.inf, jnp.float32), jnp.full((n, k), n, jnp.int32)))
   vals, idx = lax.fori_loop(0, pi.shape[0], body, init)
   return vals[None], idx[None]
 
