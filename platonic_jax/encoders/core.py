@@ -65,6 +65,11 @@ def _cast_kernels(params: Any, dtype) -> Any:
   return jax.tree_util.tree_map_with_path(cast, params)
 
 
+def _single_layer(layers) -> bool:
+  """Whether ``layers`` asks for one layer's [N, D] (None or an int), not a stack / list."""
+  return layers is None or isinstance(layers, (int, np.integer))
+
+
 class Encoder:
   """A frozen encoder: raw items in, pooled per-layer features (numpy float32) out.
 
@@ -92,10 +97,11 @@ class Encoder:
     self.tokenizer = tokenizer
     self.max_length = int(max_length)
     self.num_truncated = 0
-    expected = jax.eval_shape(lambda: self.module.init(jax.random.key(0), *self._dummy()))
+    # One abstract trace gives both the parameter shapes to check and the feature widths.
+    outs, expected = jax.eval_shape(
+        lambda: self.module.init_with_output(jax.random.key(0), *self._dummy()))
     convert_lib.check_params(params, expected["params"], f"{name} parameters")
     self.params = jax.device_put(_cast_kernels(params, self.dtype), sharding.replicated(self.mesh))
-    outs = jax.eval_shape(lambda p: self.module.apply({"params": p}, *self._dummy()), self.params)
     self.dims = tuple(int(o.shape[-1]) for o in outs)
     self.num_layers = len(self.dims)
     self.dim = self.dims[-1]
@@ -198,7 +204,7 @@ class Encoder:
     if isinstance(items, (str, bytes)):
       raise ValueError("encode expects a list of items; wrap a single item: [item]")
     idx = self._layers(layers)
-    single = layers is None or isinstance(layers, (int, np.integer))
+    single = _single_layer(layers)
     same_width = len({self.dims[i] for i in idx}) == 1
     bs = self._batch(batch_size)
     fn = self._fn(pool, idx)
@@ -254,14 +260,12 @@ class Encoder:
     ``self.num_truncated`` (captions longer than ``max_length`` tokens) and log it.
     """
     parts = list(self.encode_iter(items, batch_size, layers, pool))
-    idx = self._layers(layers)
     if not parts:
       raise ValueError("encode got no items")
-    single = layers is None or isinstance(layers, (int, np.integer))
-    if single:
+    if _single_layer(layers):
       return np.concatenate(parts, axis=0)
     if isinstance(parts[0], list):
-      return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(idx))]
+      return [np.concatenate(per_layer, axis=0) for per_layer in zip(*parts)]
     return np.concatenate(parts, axis=1)
 
 
