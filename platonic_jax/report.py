@@ -251,8 +251,8 @@ def fig_mutual_knn_vs_k(results: Mapping, config, path: str) -> None:
   ks, v = _knn_by_k(before, "avg", k0)
   ax.plot(ks, v, "k:", label="avg frozen")
   after = results.get("trained", {}).get("after", {})
-  for rep in (mods[0], "mean"):
-    if after:
+  if after:
+    for rep in (mods[0], "mean"):
       ks, v = _knn_by_k(after, f"{rep}_ref", k0)
       ax.plot(ks, v, "s-", label=f"trained: {rep}")
   ax.set_xscale("log")
@@ -344,8 +344,9 @@ def write_report(results: Mapping, config, workdir: str, *, print_summary: bool 
                  ) -> dict[str, str]:
   """Writes report.json / report.md / figures under ``<workdir>/report``; returns paths.
 
-  Files are written atomically (a killed run never leaves half a report). Raises
-  ValueError if ``results`` lacks the "before" table or has no modalities in config.
+  report.json and report.md are written atomically (a killed run never leaves half of
+  either); the PNG figures are plain ``savefig`` writes. Raises ValueError if
+  ``results`` lacks the "before" table.
   """
   if "before" not in results:
     raise ValueError("results has no 'before' table (evaluate.alignment_before); the report "
