@@ -1,4 +1,5 @@
-"""What the two TFDS builders share: caption policies, the split rule, image checks.
+"""What the two TFDS builders share: the builder mixin, caption policies, the split rule,
+image checks.
 
 An *annotation* is parsed into ``{image file name: [caption, ...]}`` (order kept) plus,
 when the source has one, a split per image. Everything after that — dropping empty
@@ -39,6 +40,40 @@ class PairedConfig(tfds.core.BuilderConfig):
   """
   caption_policy: str = "longest"
   caption_seed: int = 0
+
+
+class PairedBuilder:
+  """What both TFDS builders share (a mixin placed before ``GeneratorBasedBuilder``): the
+  caption-policy configs, the ``skip_bad`` kwarg and example generation.
+
+  A subclass sets ``MANUAL_DOWNLOAD_INSTRUCTIONS`` and implements ``_info`` and
+  ``_split_generators`` (which ends with :meth:`_splits`).
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  DEFAULT_CONFIG_NAME = "longest"
+
+  def __init__(self, *, skip_bad: bool = False, **kwargs):
+    self.skip_bad = bool(skip_bad)
+    super().__init__(**kwargs)
+
+  def _manual_dir(self, dl_manager, what: str) -> str:
+    """The manual directory, or a ValueError saying what goes in it when missing/empty."""
+    try:
+      return os.fspath(dl_manager.manual_dir)
+    except AssertionError as e:  # tfds raises AssertionError; users need the layout
+      raise ValueError(f"{what}: {e}".split("using instructions:")[0].rstrip(". ") +
+                       f".\n\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from None
+
+  def _splits(self, captions, splits, image_dir: str, annotation: str) -> dict:
+    """``prepare`` (checks, split rule) then one example generator per split."""
+    per_split = prepare(captions=captions, splits=splits, image_dir=image_dir,
+                        skip_bad=self.skip_bad, source=annotation, metadata=self.info.metadata)
+    return {s: self._generate_examples(items, s, image_dir) for s, items in per_split.items()}
+
+  def _generate_examples(self, items, split, image_dir):
+    return generate(items, split=split, image_dir=image_dir, config=self.builder_config)
 
 
 def default_configs() -> list[PairedConfig]:

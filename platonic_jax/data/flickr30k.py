@@ -58,18 +58,11 @@ sizes; proportionally fewer for a subset) and the rest train).
 _CSV_ROW = re.compile(r"^\s*([^|]+?)\s*\|\s*(\d+)\s*(?:\||\s)(.*)$")
 
 
-class Flickr30k(tfds.core.GeneratorBasedBuilder):
+class Flickr30k(_paired.PairedBuilder, tfds.core.GeneratorBasedBuilder):
   """Flickr30k images with their five captions, read from a manual directory."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = _paired.default_configs()
-  DEFAULT_CONFIG_NAME = "longest"
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-  def __init__(self, *, skip_bad: bool = False, **kwargs):
-    self.skip_bad = bool(skip_bad)
-    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -87,25 +80,9 @@ class Flickr30k(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    manual_dir = manual_dir_or_raise(dl_manager, MANUAL_DOWNLOAD_INSTRUCTIONS, "Flickr30k")
-    image_dir, annotation = locate(manual_dir)
+    image_dir, annotation = locate(self._manual_dir(dl_manager, "Flickr30k"))
     captions, splits = read_annotation(annotation)
-    per_split = _paired.prepare(captions=captions, splits=splits, image_dir=image_dir,
-                                skip_bad=self.skip_bad, source=annotation,
-                                metadata=self.info.metadata)
-    return {s: self._generate_examples(items, s, image_dir) for s, items in per_split.items()}
-
-  def _generate_examples(self, items, split, image_dir):
-    return _paired.generate(items, split=split, image_dir=image_dir, config=self.builder_config)
-
-
-def manual_dir_or_raise(dl_manager, instructions: str, what: str) -> str:
-  """The manual directory, or a ValueError saying what goes in it when missing/empty."""
-  try:
-    return os.fspath(dl_manager.manual_dir)
-  except AssertionError as e:  # tfds raises AssertionError; users need the layout
-    raise ValueError(f"{what}: {e}".split("using instructions:")[0].rstrip(". ") +
-                     f".\n\n{instructions}") from None
+    return self._splits(captions, splits, image_dir, annotation)
 
 
 def locate(manual_dir: str) -> tuple[str, str]:

@@ -28,7 +28,6 @@ import os
 import tensorflow_datasets as tfds
 
 from platonic_jax.data import _paired
-from platonic_jax.data.flickr30k import manual_dir_or_raise
 
 ANNOTATIONS = ("captions.jsonl", "captions.csv")
 _SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation"}
@@ -42,18 +41,11 @@ directory (config: --config.data.manual_dir=DIR).
 """
 
 
-class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
+class ImageTextFolder(_paired.PairedBuilder, tfds.core.GeneratorBasedBuilder):
   """Image-caption pairs from a folder with captions.jsonl or captions.csv."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = _paired.default_configs()
-  DEFAULT_CONFIG_NAME = "longest"
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-  def __init__(self, *, skip_bad: bool = False, **kwargs):
-    self.skip_bad = bool(skip_bad)
-    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -64,20 +56,14 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    folder = manual_dir_or_raise(dl_manager, MANUAL_DOWNLOAD_INSTRUCTIONS, "image_text_folder")
+    folder = self._manual_dir(dl_manager, "image_text_folder")
     annotation = next((os.path.join(folder, a) for a in ANNOTATIONS
                        if os.path.isfile(os.path.join(folder, a))), None)
     if annotation is None:
       raise ValueError(f"{folder} has no captions.jsonl or captions.csv.\n\n"
                        f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     captions, splits = read_rows(annotation)
-    per_split = _paired.prepare(captions=captions, splits=splits, image_dir=folder,
-                                skip_bad=self.skip_bad, source=annotation,
-                                metadata=self.info.metadata)
-    return {s: self._generate_examples(items, s, folder) for s, items in per_split.items()}
-
-  def _generate_examples(self, items, split, image_dir):
-    return _paired.generate(items, split=split, image_dir=image_dir, config=self.builder_config)
+    return self._splits(captions, splits, folder, annotation)
 
 
 def read_rows(path: str) -> tuple[dict[str, list[str]], dict[str, str] | None]:
