@@ -134,6 +134,9 @@ def _num_test(test: Mapping[str, np.ndarray], config) -> int:
 
 
 def _test_views(test: Mapping[str, np.ndarray], config) -> tuple[list[str], dict, np.ndarray]:
+  """(modalities, {modality: prepared [n, D]}, prepared reference [n, D]) of the test
+  split: ``prepare`` + l2 normalisation, ~1 s per 20k x 768 array, so the functions
+  below take it precomputed (``prepared=``) when one caller needs it more than once."""
   mods = list(config.modalities)
   if len(mods) < 2:
     raise ValueError(f"need at least two modalities, config.modalities has {mods}")
@@ -180,14 +183,14 @@ def adapted_views(emb: Mapping[str, np.ndarray], mods: Sequence[str], n: int | N
 
 
 def alignment_after(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray],
-                    config) -> dict:
+                    config, *, prepared: tuple | None = None) -> dict:
   """Stage 4: ``{label: {"<side>_ref": m(K_side, K_ref) for side in modalities + "mean",
   "<a>_<b>": m(W_a A, W_b B)}}``; ``emb`` holds the adapted test embeddings per modality.
 
   Adapted embeddings are not outlier-clamped (``prepare``): the clamp is for raw network
   features with emergent outlier dimensions; the adapters' outputs are only normalised.
   """
-  mods, _, ref = _test_views(test, config)
+  mods, _, ref = _test_views(test, config) if prepared is None else prepared
   reps = adapted_views(emb, mods, ref.shape[0])
   specs = metric_specs(config)
   _check_k(specs, ref.shape[0])
@@ -242,7 +245,7 @@ def bootstrap_mean_diff(per_sample: Mapping[str, np.ndarray], weights: Mapping[s
 
 def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], config,
             *, resample: bool = True, before: Mapping | None = None,
-            after: Mapping | None = None) -> dict:
+            after: Mapping | None = None, prepared: tuple | None = None) -> dict:
   """Seed 000's hypothesis per metric and representation, with a bootstrap interval.
 
   Returns ``{label: {rep: {"delta", "ci_low", "ci_high", "holds", "significant"}}}`` for
@@ -253,10 +256,11 @@ def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], confi
   None`` and ``significant`` False. ``before`` / ``after``: the tables of
   ``alignment_before`` / ``alignment_after`` for the same inputs, if already computed —
   the kernel metrics' point estimates are taken from them instead of recomputed.
+  ``prepared``: ``_test_views(test, config)``, if already computed.
   """
   from platonic_jax import metrics
   ev = config.eval
-  mods, views, ref = _test_views(test, config)
+  mods, views, ref = _test_views(test, config) if prepared is None else prepared
   reps = adapted_views(emb, mods, ref.shape[0])
   n = ref.shape[0]
   level = float(ev.ci)
@@ -296,9 +300,10 @@ def verdict(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray], confi
       boots = {s: np.full(num, np.nan) for s in terms}
       for b in range(num):
         idx = rng.integers(0, n, n)
+        ref_b = ref[idx]  # one gather per draw, shared by every term
         try:
           for s, a in terms.items():
-            boots[s][b] = _m(a[idx], ref[idx], name, kw)
+            boots[s][b] = _m(a[idx], ref_b, name, kw)
         except ValueError:
           # A degenerate draw (tiny N: duplicated rows leave SVCCA rank-deficient) has no
           # value; it is dropped and num_bootstrap counts the draws that remain.
@@ -391,7 +396,8 @@ def evaluate_space(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray]
                    caption_image: np.ndarray | None = None,
                    train_emb: Mapping[str, np.ndarray] | None = None,
                    train_labels: np.ndarray | None = None, with_verdict: bool = True,
-                   resample: bool = True, before: Mapping | None = None) -> dict:
+                   resample: bool = True, before: Mapping | None = None,
+                   prepared: tuple | None = None) -> dict:
   """Stages 4-5 (+ transfer) for one shared space: alignment after, verdict, retrieval.
 
   test: the cached test features; emb: ``{modality: [N, d]}`` adapted test embeddings;
@@ -399,14 +405,17 @@ def evaluate_space(test: Mapping[str, np.ndarray], emb: Mapping[str, np.ndarray]
   (the five-captions protocol; skipped when None); train_emb + train_labels: the
   adapted *train* embeddings for cross-modal transfer (a classifier fit on one modality's
   train embeddings, scored on the other's test embeddings), when the data has labels;
-  before: the ``alignment_before`` table (reused for the verdict's point estimates).
+  before: the ``alignment_before`` table (reused for the verdict's point estimates);
+  prepared: ``_test_views(test, config)``, if already computed.
   """
   from platonic_jax import maps
   mods = list(config.modalities)
-  out = {"after": alignment_after(test, emb, config)}
+  if prepared is None:
+    prepared = _test_views(test, config)
+  out = {"after": alignment_after(test, emb, config, prepared=prepared)}
   if with_verdict:
     out["verdict"] = verdict(test, emb, config, resample=resample, before=before,
-                             after=out["after"])
+                             after=out["after"], prepared=prepared)
   n = _num_test(test, config)
   ks = tuple(int(k) for k in config.eval.retrieval_ks)
   a, b = mods[0], mods[1]
@@ -493,19 +502,24 @@ def baselines(train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], c
 
   By default the kernel metrics' verdict intervals (full re-evaluations) are computed for
   the trained adapters only; ``resample=True`` computes them for every baseline too."""
+  if not config.eval.baselines:
+    return {}
   mods = list(config.modalities)
   out = {}
   n = _num_test(test, config)
+  config2 = _two_modalities(config)
+  prepared = _test_views(test, config2)  # the same prepared test features for every kind
   for kind in config.eval.baselines:
     fit = fit_baseline(kind, train, config)
     emb = {m: np.asarray(fit["embed"][m](test[m][:n]), np.float32) for m in mods[:2]}
     train_emb = {m: np.asarray(fit["embed"][m](train[m]), np.float32) for m in mods[:2]}
     caps = test.get(f"{mods[1]}@captions")
     caps_emb = None if caps is None else np.asarray(fit["embed"][mods[1]](caps), np.float32)
-    res = evaluate_space(test, emb, _two_modalities(config), captions_emb=caps_emb,
+    res = evaluate_space(test, emb, config2, captions_emb=caps_emb,
                          caption_image=test.get("caption_image"),
                          train_emb=train_emb, train_labels=train.get("labels"),
-                         with_verdict=with_verdict, resample=resample, before=before)
+                         with_verdict=with_verdict, resample=resample, before=before,
+                         prepared=prepared)
     res["info"] = fit["info"]
     if kind == "perfect_alignment":
       m = fit["map"]
