@@ -188,9 +188,10 @@ def preprocess_one(item: Any, spec: ImageSpec, index: int = 0) -> np.ndarray:
     a = np.asarray(image)
   if spec.do_center_crop and spec.crop_size:
     a = _center_crop(a, spec.crop_size["height"], spec.crop_size["width"])
-  x = a.astype(np.float32)
   if spec.do_rescale:
     x = (a.astype(np.float64) * spec.rescale_factor).astype(np.float32)
+  else:
+    x = a.astype(np.float32)
   if spec.do_normalize:
     x = (x - np.asarray(spec.image_mean, np.float32)) / np.asarray(spec.image_std, np.float32)
   return x
