@@ -12,7 +12,8 @@ policies) and the builder kwarg ``skip_bad``. Public API::
 
     open_source(data_config, split, data_dir=None) -> tfds ArrayRecordDataSource
     loader.make_loader(source, *, batch_size, preprocess, seed, shuffle, num_epochs,
-                       worker_count, shard_index=None, shard_count=None) -> loader.Loader
+                       worker_count, shard_index=None, shard_count=None,
+                       threads_per_worker=1) -> loader.Loader
     loader.decode_image(bytes) -> PIL RGB image
     synthetic.make_world(cfg, seed) -> {"train": {...}, "test": {...}}
 

@@ -1,7 +1,8 @@
 """grain loader over a TFDS data source: decode + model preprocessing in worker processes.
 
     make_loader(source, *, batch_size, preprocess=None, seed=0, shuffle=False,
-                num_epochs=1, worker_count=0, shard_index=None, shard_count=None) -> Loader
+                num_epochs=1, worker_count=0, shard_index=None, shard_count=None,
+                threads_per_worker=1) -> Loader
 
 ``source``: a random-access data source of records with ``image`` (encoded bytes) and
 ``caption`` (bytes or str) — what ``platonic_jax.data.open_source`` returns
