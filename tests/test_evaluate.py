@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from platonic_jax import evaluate
+from test_metrics import ref_lcs, ref_lev  # the float64 references of the metrics tests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -109,24 +110,6 @@ def test_bootstrap_interval_coverage():
 # Neighbour metrics per sample.
 
 
-def _lcs(a, b):
-  dp = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-  for i in range(len(a)):
-    for j in range(len(b)):
-      dp[i + 1][j + 1] = dp[i][j] + 1 if a[i] == b[j] else max(dp[i][j + 1], dp[i + 1][j])
-  return dp[-1][-1]
-
-
-def _lev(a, b):
-  prev = list(range(len(b) + 1))
-  for i in range(1, len(a) + 1):
-    cur = [i] + [0] * len(b)
-    for j in range(1, len(b) + 1):
-      cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
-    prev = cur
-  return prev[-1]
-
-
 def test_per_sample_neighbour_scores_against_python_reference():
   rng = np.random.default_rng(3)
   n, k = 30, 5
@@ -134,8 +117,8 @@ def test_per_sample_neighbour_scores_against_python_reference():
   ib = np.stack([rng.permutation(12)[:k] for _ in range(n)])
   ref = {
       "mutual_knn": [len(set(x) & set(y)) / k for x, y in zip(ia, ib)],
-      "lcs_knn": [_lcs(list(x), list(y)) / k for x, y in zip(ia, ib)],
-      "edit_distance_knn": [1 - _lev(list(x), list(y)) / k for x, y in zip(ia, ib)],
+      "lcs_knn": [ref_lcs(x, y) / k for x, y in zip(ia, ib)],
+      "edit_distance_knn": [1 - ref_lev(x, y) / k for x, y in zip(ia, ib)],
   }
   for name, want in ref.items():
     np.testing.assert_allclose(evaluate._per_sample(name, ia, ib), want)
