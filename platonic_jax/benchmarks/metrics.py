@@ -149,7 +149,8 @@ def run_reference(metric: str, n: int) -> dict:
           "peak_rss_mb": _peak_rss_mb()}
 
 
-def _subprocess(args: list[str], timeout: float, cpu_devices: int = 1) -> dict | None:
+def _subprocess(args: list[str], timeout: float, cpu_devices: int = 1) -> dict:
+  """A worker's result row, or ``{"error": ...}`` when it failed or timed out."""
   cmd = [sys.executable, "-m", "platonic_jax.benchmarks.metrics", *args]
   env = dict(os.environ)
   if cpu_devices > 1:
@@ -255,7 +256,6 @@ def main(argv=None) -> int:
   rows = []
   for n in sizes:
     chosen = (args.metrics.split(",") if args.metrics else (ALL if n < 64000 else LARGE))
-    ref_cache = {}
     for m in chosen:
       if m not in ALL:
         p.error(f"unknown metric {m!r}; choose from {ALL}")
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                       args.cpu_devices)
       r.setdefault("metric", m)
       r.setdefault("n", n)
-      ref_name = {"mutual_knn": "mutual_knn", "cka": "cka"}.get(m)
+      ref_name = m if m in ("mutual_knn", "cka") else None  # what run_reference measures
       if ref_name and not args.no_reference and "error" not in r:
         limit = DENSE_KNN_MAX if ref_name == "mutual_knn" else DENSE_CKA_MAX
         if n <= limit:
@@ -271,7 +271,6 @@ def main(argv=None) -> int:
           if "error" not in ref:
             r["reference_seconds"] = ref["seconds"]
             r["reference_peak_rss_mb"] = ref["peak_rss_mb"]
-            ref_cache[ref_name] = (n, ref["seconds"])
         elif ref_name == "cka":
           # Dense CKA is O(N^3) flops: extrapolate from the largest size measured.
           base = next((x for x in reversed(rows) if x["metric"] == "cka"
