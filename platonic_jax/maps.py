@@ -238,10 +238,10 @@ class PerfectAlignment:
     solution is unique only up to an invertible map of the latent space, so this is
     large in general even when the alignment error is ~0 (seed 003, Table 1).
     """
-    z = _as_2d("z", z)
-    zh = self.apply_x(x) if side == "x" else self.apply_y(x) if side == "y" else None
-    if zh is None:
+    if side not in ("x", "y"):
       raise ValueError(f"side must be 'x' or 'y', got {side!r}")
+    z = _as_2d("z", z)
+    zh = self.apply_x(x) if side == "x" else self.apply_y(x)
     if zh.shape != z.shape:
       raise ValueError(f"z has shape {z.shape}, the reconstruction {zh.shape}")
     return float(np.linalg.norm(zh - z, axis=1).mean())
