@@ -54,6 +54,9 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
+# numpy + PIL only: the encoders package imports its jax modules lazily.
+from platonic_jax.encoders import preprocess
+
 PAD_INDEX = -1
 
 
@@ -70,13 +73,7 @@ def decode_image(data: bytes) -> Image.Image:
     image.load()
   except Exception as e:  # noqa: BLE001 -- re-raised with a plain message
     raise ValueError(f"cannot decode image ({len(data)} bytes): {type(e).__name__}: {e}") from e
-  if image.mode == "RGB":
-    return image
-  if "A" in image.getbands() or image.info.get("transparency") is not None:
-    rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
-  return image.convert("RGB")
+  return preprocess.convert_rgb(image)
 
 
 def _text(x: Any) -> str:

@@ -7,10 +7,20 @@
     feats = enc.encode(images, layers="all")           # np [L, N, D] (list if widths differ)
 
 Architectures are registered in ``registry.py`` (one module per architecture).
+
+The names below are imported on first use, so ``platonic_jax.encoders.preprocess`` (numpy
+and PIL only) can be imported by the data loader's worker processes without jax / flax.
 """
 
-from platonic_jax.encoders.convert import ConversionError
-from platonic_jax.encoders.core import Encoder, load, resolve
-from platonic_jax.encoders.registry import REGISTRY, supported
+import importlib
 
-__all__ = ["ConversionError", "Encoder", "load", "resolve", "REGISTRY", "supported"]
+_EXPORTS = {"ConversionError": "convert", "Encoder": "core", "load": "core",
+            "resolve": "core", "REGISTRY": "registry", "supported": "registry"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"platonic_jax.encoders.{_EXPORTS[name]}"), name)
+  raise AttributeError(f"module 'platonic_jax.encoders' has no attribute {name!r}")

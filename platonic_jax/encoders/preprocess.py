@@ -96,6 +96,19 @@ class ImageSpec:
     return None
 
 
+def convert_rgb(image: Image.Image) -> Image.Image:
+  """transformers' ``convert_to_rgb`` rule: images with alpha (RGBA, LA, palette with
+  transparency) are composited on white; every other mode goes through
+  ``Image.convert("RGB")``; RGB images are returned as they are."""
+  if image.mode == "RGB":
+    return image
+  if "A" in image.getbands() or image.info.get("transparency") is not None:
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+  return image.convert("RGB")
+
+
 def to_rgb(item: Any, index: int) -> Image.Image:
   """A PIL RGB image from a PIL image, an [H, W] / [H, W, 1|3|4] uint8 array, encoded bytes
   or a file path. Raises ValueError naming ``index`` when it cannot be read."""
@@ -114,12 +127,7 @@ def to_rgb(item: Any, index: int) -> Image.Image:
     else:
       raise TypeError(f"unsupported type {type(item).__name__} (expected a PIL image, a uint8 "
                       "[H, W(, C)] array, encoded bytes or a path)")
-    has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
-    if has_alpha:  # what transformers' convert_to_rgb does: composite on white
-      rgba = image.convert("RGBA")
-      white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-      return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+    return convert_rgb(image)
   except Exception as e:  # noqa: BLE001 -- re-raised with the index the user needs
     raise ValueError(f"image {index} cannot be read: {type(e).__name__}: {e}") from e
 
