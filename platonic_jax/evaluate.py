@@ -53,8 +53,7 @@ import numpy as np
 def _prepare(a: np.ndarray, q: float) -> np.ndarray:
   """metrics.prepare (outlier clamp) then l2-normalised rows, float32 [N, D]."""
   from platonic_jax import metrics
-  a = np.asarray(metrics.prepare(np.asarray(a, np.float32), q=q), np.float32)
-  return _l2n(a)
+  return _l2n(metrics.prepare(a, q=q))  # prepare returns float32 numpy
 
 
 def _l2n(a: np.ndarray) -> np.ndarray:
