@@ -138,10 +138,20 @@ class Embed(nn.Module):
     return jnp.take(table, ids, axis=0).astype(jnp.float32)
 
 
-def _layer_norm(spec: GPT2Spec, name: str) -> nn.LayerNorm:
-  # Two-pass variance like torch.nn.LayerNorm (the fast E[x^2]-E[x]^2 form loses digits).
-  return nn.LayerNorm(epsilon=spec.layer_norm_epsilon, dtype=jnp.float32,
-                      param_dtype=jnp.float32, use_fast_variance=False, name=name)
+class LayerNorm(nn.Module):
+  """torch.nn.LayerNorm over the last axis in float32 (``common.layer_norm``: two-pass
+  variance; the fast E[x^2]-E[x]^2 form loses digits). Params ``scale``, ``bias`` [D]."""
+  eps: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    d = x.shape[-1]
+    return common.layer_norm(x, self.param("scale", nn.initializers.ones, (d,)),
+                             self.param("bias", nn.initializers.zeros, (d,)), self.eps)
+
+
+def _layer_norm(spec: GPT2Spec, name: str) -> LayerNorm:
+  return LayerNorm(spec.layer_norm_epsilon, name=name)
 
 
 class Attention(nn.Module):
