@@ -27,6 +27,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ``train.Preempted`` (SIGTERM during training) propagates after its checkpoint is saved,
   so a preempted run never evaluates half-trained adapters.
   """
+  # Before the first JAX call (extract_all asks for the process index): later,
+  # jax.distributed.initialize() refuses to run and a multihost run could not start.
+  train.maybe_initialize_distributed(config.train)
   feats = features.extract_all(config, workdir)                                   # 1
   before = evaluate.stage_before(config, workdir, feats)                           # 2
   mods = list(config.modalities)

@@ -48,3 +48,18 @@ def test_overrides_reach_training(tmp_path):
   assert abs(max(l["lr"] for l in lines) - 0.02) < 0.02 * 0.2  # peak lr near the override
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["6"]
   assert "step 6/6" in p.stderr and "steps/s" in p.stderr and "ETA" in p.stderr
+
+
+def test_multihost_config_starts(tmp_path):
+  # jax.distributed.initialize() must come before the first JAX call of the experiment
+  # (the feature cache asks for the process index): one process, loopback coordinator.
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  p = run("--config=configs/synthetic.py:tiny", f"--workdir={tmp_path}",
+          "--config.train.num_steps=2", "--config.train.warmup_steps=1",
+          "--config.train.multihost=True", f"--config.train.coordinator_address=127.0.0.1:{port}",
+          "--config.train.num_processes=1", "--config.train.process_id=0")
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "jax.distributed: process 0 of 1" in p.stderr
