@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
 import functools
 import json
 import math
@@ -396,24 +395,23 @@ def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> 
                      f"{jax.device_count()} devices (each takes an equal share)")
   feats = check_features(features, names, tc.batch_size)
   model = adapters.from_config(config)
-  losses.check_loss_config(config.loss, names)
+  loss_fn = make_loss_fn(model, config.loss)  # checks config.loss
   tx, schedule = make_optimizer(tc)
   mesh = sharding.data_mesh()
+  replicated = sharding.replicated(mesh)
   os.makedirs(workdir, exist_ok=True)
 
   init_fn = functools.partial(init_state, model, config,
                               {m: x.shape[1] for m, x in feats.items()}, tx)
   mngr = checkpointing.manager(workdir, keep=tc.keep_ckpts)
   restored = checkpointing.restore_latest(
-      mngr, checkpointing.abstract_state(init_fn, sharding.replicated(mesh)))
+      mngr, checkpointing.abstract_state(init_fn, replicated))
   if restored is None:
-    state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))()
+    state = jax.jit(init_fn, out_shardings=replicated)()
     start = 0
   else:
     state, start = restored
-  step_fn = jax.jit(functools.partial(train_step, tx=tx,
-                                      loss_fn=make_loss_fn(model, config.loss)),
-                    donate_argnums=0)
+  step_fn = jax.jit(functools.partial(train_step, tx=tx, loss_fn=loss_fn), donate_argnums=0)
   batches = _Batches(feats, tc.batch_size, config.seed, mesh)
   logger = _Logger(workdir, tc.num_steps, start)
   if start:
@@ -448,13 +446,11 @@ def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> 
           check_finite(first_bad)
           checkpointing.save(mngr, step, state, force=True)
         if preempted and step < tc.num_steps:
-          mngr.wait_until_finished()
           raise Preempted(step, mngr.directory)
-      mngr.wait_until_finished()
   finally:
     batches.close()
     logger.close()
-    mngr.wait_until_finished()
+    mngr.wait_until_finished()  # the last save completes before return or raise
     mngr.close()
 
   params = jax.tree.map(_host, state.params)
