@@ -150,6 +150,14 @@ def train_step(state: TrainState, batch, *, tx: optax.GradientTransformation,
   return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
+def make_step_fn(model: adapters.Adapters, loss_cfg,
+                 tx: optax.GradientTransformation) -> Callable:
+  """``step_fn(state, batch) -> (state, metrics)``: ``train_step`` for ``model`` and
+  ``config.loss`` (checked here), jitted with the state donated."""
+  return jax.jit(functools.partial(train_step, tx=tx, loss_fn=make_loss_fn(model, loss_cfg)),
+                 donate_argnums=0)
+
+
 @jax.jit
 def _first_nonfinite(first, loss, step):
   """``step`` if ``loss`` is the first non-finite one seen, else ``first`` (-1 = none).
@@ -395,8 +403,8 @@ def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> 
                      f"{jax.device_count()} devices (each takes an equal share)")
   feats = check_features(features, names, tc.batch_size)
   model = adapters.from_config(config)
-  loss_fn = make_loss_fn(model, config.loss)  # checks config.loss
   tx, schedule = make_optimizer(tc)
+  step_fn = make_step_fn(model, config.loss, tx)
   mesh = sharding.data_mesh()
   replicated = sharding.replicated(mesh)
   os.makedirs(workdir, exist_ok=True)
@@ -411,7 +419,6 @@ def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> 
     start = 0
   else:
     state, start = restored
-  step_fn = jax.jit(functools.partial(train_step, tx=tx, loss_fn=loss_fn), donate_argnums=0)
   batches = _Batches(feats, tc.batch_size, config.seed, mesh)
   logger = _Logger(workdir, tc.num_steps, start)
   if start:

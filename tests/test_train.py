@@ -55,9 +55,7 @@ def _run_steps(config, feats, devices, steps):
   state = jax.jit(functools.partial(
       train.init_state, model, config, {m: x.shape[1] for m, x in feats.items()}, tx),
       out_shardings=sharding.replicated(mesh))()
-  step_fn = jax.jit(functools.partial(train.train_step, tx=tx,
-                                      loss_fn=train.make_loss_fn(model, config.loss)),
-                    donate_argnums=0)
+  step_fn = train.make_step_fn(model, config.loss, tx)
   out = []
   with jax.set_mesh(mesh):
     for s in range(steps):

@@ -85,9 +85,7 @@ def bench(batch_size: int, steps: int) -> dict:
   tx, _ = train.make_optimizer(config.train)
   state = jax.jit(functools.partial(train.init_state, model, config, {"image": DX, "text": DY},
                                     tx), out_shardings=sharding.replicated(mesh))()
-  step_fn = jax.jit(functools.partial(train.train_step, tx=tx,
-                                      loss_fn=train.make_loss_fn(model, config.loss)),
-                    donate_argnums=0)
+  step_fn = train.make_step_fn(model, config.loss, tx)
   batches = train._Batches(feats, batch_size, config.seed, mesh)
   on_device = [batches.get(s) for s in range(4)]
   box = {"state": state, "i": 0}
