@@ -569,11 +569,11 @@ def stage_key(config, stage: str) -> str:
   """What a stage's result depends on, hashed: the features' spec and the eval block, plus
   (for "trained") the adapter, loss and train blocks and the seed."""
   from platonic_jax import features
-  spec = {"features": features.feature_spec(config), "eval": features._jsonable(config.eval),
+  spec = {"features": features.feature_spec(config), "eval": features.jsonable(config.eval),
           "stage": stage}
   if stage == "trained":
-    spec.update(adapter=features._jsonable(config.adapter),
-                loss=features._jsonable(config.loss), train=features._jsonable(config.train),
+    spec.update(adapter=features.jsonable(config.adapter),
+                loss=features.jsonable(config.loss), train=features.jsonable(config.train),
                 seed=int(config.seed))
   return features.spec_key(spec)
 
@@ -597,7 +597,7 @@ def cached_stage(workdir: str, name: str, key: str, fn, *, log=None) -> dict:
       log(f"stage {name}: done ({path})")
       return stored["result"]
   doc = json.dumps({"key": key, "result": report._clean(fn())}, allow_nan=False)
-  features._atomic_write_bytes(path, doc.encode())
+  features.atomic_write_bytes(path, doc.encode())
   return json.loads(doc)["result"]  # the same form as a cached result
 
 

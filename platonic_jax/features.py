@@ -57,7 +57,9 @@ class CacheError(RuntimeError):
 # Atomic files.
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes ``data`` to ``path`` so a reader sees the old file or the new one, never a torn
+  one (temporary file in the same directory, then ``os.replace``). Used by every stage."""
   d = os.path.dirname(path)
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path) + "-")
@@ -93,14 +95,14 @@ def _sha256(data: bytes) -> str:
 # Keys.
 
 
-def _jsonable(x):
+def jsonable(x):
   """ConfigDict / tuples / numpy scalars -> plain JSON values (sorted dict keys)."""
   if hasattr(x, "to_dict"):
     x = x.to_dict()
   if isinstance(x, Mapping):
-    return {str(k): _jsonable(v) for k, v in sorted(x.items())}
+    return {str(k): jsonable(v) for k, v in sorted(x.items())}
   if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
+    return [jsonable(v) for v in x]
   if isinstance(x, np.generic):
     return x.item()
   return x
@@ -108,7 +110,7 @@ def _jsonable(x):
 
 def spec_key(spec: Mapping) -> str:
   """16 hex digits of the SHA-256 of the canonical JSON of ``spec``."""
-  blob = json.dumps(_jsonable(spec), sort_keys=True, separators=(",", ":"))
+  blob = json.dumps(jsonable(spec), sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -120,14 +122,14 @@ def feature_spec(config) -> dict:
   reuses the features, while changing the data, an encoder, its layer or pooling, the
   dtype or the text length gives a new cache.
   """
-  data = _jsonable(config.data)
+  data = jsonable(config.data)
   # Loader parallelism and where TFDS keeps its files do not change the values.
   for k in ("num_workers", "data_dir"):
     data.pop(k, None)
-  enc = _jsonable(config.encoders)
+  enc = jsonable(config.encoders)
   enc.pop("batch_size", None)  # batching does not change a frozen encoder's outputs
   return {"version": VERSION, "seed": int(config.seed), "data": data,
-          "modalities": _jsonable(config.modalities), "reference": _jsonable(config.reference),
+          "modalities": jsonable(config.modalities), "reference": jsonable(config.reference),
           "encoders": enc, "chunk_size": int(config.eval.feature_chunk_size)}
 
 
@@ -143,7 +145,7 @@ class FeatureCache:
   """
 
   def __init__(self, workdir: str, spec: Mapping, *, write: bool = True):
-    self.spec = _jsonable(spec)
+    self.spec = jsonable(spec)
     self.key = spec_key(self.spec)
     self.root = os.path.join(workdir, FEATURES_DIR, self.key)
     self.write = write
@@ -167,7 +169,7 @@ class FeatureCache:
 
   def _save_manifest(self, m: dict) -> None:
     if self.write:
-      _atomic_write_bytes(self._manifest_path,
+      atomic_write_bytes(self._manifest_path,
                           json.dumps(m, indent=1, sort_keys=True).encode())
 
   def done(self, split: str) -> bool:
@@ -222,7 +224,7 @@ class FeatureCache:
           raise ValueError(f"features {split}/{k}, chunk {i}: NaN or Inf from the encoder; "
                            "check its dtype (config.encoders.dtype) and inputs.")
       if self.write:
-        _atomic_write_bytes(self._chunk_path(split, i), _npz_bytes(chunk))
+        atomic_write_bytes(self._chunk_path(split, i), _npz_bytes(chunk))
       else:
         fresh[i] = chunk
       log(f"features {split}: chunk {i + 1}/{num_chunks}")
@@ -247,7 +249,7 @@ class FeatureCache:
       rel = os.path.join(split, f"{name}.npy")
       data = _npy_bytes(arr)
       if self.write:
-        _atomic_write_bytes(os.path.join(self.root, rel), data)
+        atomic_write_bytes(os.path.join(self.root, rel), data)
       m["arrays"][f"{split}/{name}"] = {"file": rel, "shape": list(arr.shape),
                                         "dtype": str(arr.dtype), "sha256": _sha256(data)}
     m["splits"][split] = sorted(out)

@@ -360,11 +360,11 @@ def write_report(results: Mapping, config, workdir: str, *, print_summary: bool 
            "recall": os.path.join(out_dir, "recall.png")}
   cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   doc = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-         "results": _clean(results), "config": _clean(_features._jsonable(cfg)),
+         "results": _clean(results), "config": _clean(_features.jsonable(cfg)),
          "environment": environment()}
-  _features._atomic_write_bytes(paths["json"],
+  _features.atomic_write_bytes(paths["json"],
                                 json.dumps(doc, indent=1, allow_nan=False).encode())
-  _features._atomic_write_bytes(paths["md"], markdown(results, config).encode())
+  _features.atomic_write_bytes(paths["md"], markdown(results, config).encode())
   fig_alignment(results, config, paths["alignment"])
   fig_mutual_knn_vs_k(results, config, paths["mutual_knn_vs_k"])
   if results.get("trained", {}).get("retrieval") or results.get("baselines"):

@@ -143,12 +143,12 @@ def test_flickr_config_end_to_end_rerun_and_kill_resume(setup, tmp_path):
   wrapper = textwrap.dedent(f"""
     import os, runpy, signal, sys
     from platonic_jax import features
-    write = features._atomic_write_bytes
+    write = features.atomic_write_bytes
     def write_or_die(path, data):
       if path.endswith(os.path.join("train", ".chunks", "000003.npz")):
         os.kill(os.getpid(), signal.SIGKILL)
       write(path, data)
-    features._atomic_write_bytes = write_or_die
+    features.atomic_write_bytes = write_or_die
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
   """)
