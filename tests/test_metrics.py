@@ -141,6 +141,38 @@ def test_nearest_neighbors_match_argsort_with_ties():
   np.testing.assert_array_equal(np.asarray(idx), ref_knn(x, 9))
 
 
+# (N, D, k, tile): ragged last tiles (a window overlapping the previous tile), k > tile,
+# one tile, tile 1000 at N = 1001 (two big blocks: the case that once deadlocked the host
+# callback with several devices), integer features (exact ties everywhere).
+SELECT_CASES = [(70, 6, 5, 16), (100, 4, 12, 8), (64, 5, 3, 64), (1001, 16, 10, 1000),
+                (300, 3, 7, 40)]
+
+
+@pytest.mark.parametrize("n,d,k,tile", SELECT_CASES)
+@pytest.mark.parametrize("devices", [1, 8])
+def test_host_and_xla_selection_agree_with_argsort(n, d, k, tile, devices, num_devices):
+  # The numba top-k (select="host", the CPU default) and lax.top_k (select="xla", the
+  # GPU/TPU path) must both give the reference's exact lists, similarities included.
+  rng = np.random.default_rng(n + d)
+  mesh = sharding.data_mesh(jax.devices()[:devices])
+  for x in (rng.standard_normal((n, d)).astype(np.float32),
+            rng.integers(-2, 3, size=(n, d)).astype(np.float32)):
+    ref = ref_knn(x, k)
+    ref_sims = np.take_along_axis(x.astype(np.float64) @ x.T.astype(np.float64), ref, 1)
+    for select in ("host", "xla"):
+      sims, idx = metrics.nearest_neighbors(x, k, tile=tile, mesh=mesh, select=select)
+      np.testing.assert_array_equal(np.asarray(idx), ref, err_msg=select)
+      np.testing.assert_allclose(np.asarray(sims), ref_sims, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_selection_uses_the_host_kernel_on_cpu():
+  mesh = sharding.data_mesh(jax.devices()[:1])
+  assert metrics.knn._use_host("auto", mesh) == metrics.host_topk.AVAILABLE
+  assert not metrics.knn._use_host("xla", mesh)
+  with pytest.raises(ValueError, match="select must be one of"):
+    metrics.nearest_neighbors(np.eye(5, dtype=np.float32), 2, select="numba")
+
+
 @pytest.mark.parametrize("n,da,db,k,tile", CASES)
 def test_kernel_metrics_match_reference(n, da, db, k, tile):
   a, b = data(n, da, db, seed=1)

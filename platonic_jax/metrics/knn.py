@@ -11,6 +11,9 @@ row is kept (memory O(N * (k + tile))):
 * The block pairs are dealt round-robin to every device of the ``data`` mesh
   (``jax.shard_map``); each device keeps a top-k state for all N rows from its own
   blocks, and the states are merged at the end (k * devices candidates per row).
+* Each block's candidates enter the running top-k either through ``lax.top_k`` (GPU /
+  TPU) or, on CPU devices, through the thresholded numba kernel of ``host_topk``
+  (XLA:CPU's top-k costs as much as the matmul; the kernel ~5% of it).
 * Neighbours are ordered by similarity, ties toward the lower index (the reference's
   ``argsort`` leaves ties to the backend; DESIGN.md fixes them so results are
   reproducible and independent of tiles and devices).
@@ -27,10 +30,11 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from platonic_jax import sharding
-from platonic_jax.metrics import _checks
+from platonic_jax.metrics import _checks, host_topk
 
 DEFAULT_TILE = 1024  # [1024, 1024] blocks: ~20% faster than 512 on XLA:CPU, 4 MB each
 PRECISIONS = ("fp32", "bf16")
+SELECTORS = ("auto", "host", "xla")
 
 
 @functools.lru_cache(maxsize=None)
@@ -78,10 +82,11 @@ def _tile_start(b, t, n):
   return jnp.minimum(b * t, n - t)
 
 
-def _device_knn(x, pi, pj, ok, *, t, k, bf16):
+def _device_knn(x, pi, pj, ok, *, t, k, bf16, host):
   """One device's share: top-k over its block pairs, for all rows.
 
   x: [N, D] (replicated); pi, pj, ok: [1, P] block-pair rows / cols / validity.
+  host: select with the numba kernel (``host_topk``, CPU devices) instead of ``top_k``.
   Returns vals [1, N, k] f32 and idx [1, N, k] int32.
   """
   n = x.shape[0]
@@ -103,6 +108,8 @@ def _device_knn(x, pi, pj, ok, *, t, k, bf16):
     # [t, D] x [t, D]^T -> [t, t], accumulated in f32 (bf16 operands reach the matrix units).
     s = lax.dot_general(xi, xj, (((1,), (1,)), ((), ())), precision=prec,
                         preferred_element_type=jnp.float32)
+    if host:
+      return _host_update(s, vals, idx, si, sj, bi, bj, valid, t)
     r = si + local
     c = sj + local
     # Rows / columns of a ragged last tile that belong to the previous tile are masked.
@@ -122,24 +129,49 @@ def _device_knn(x, pi, pj, ok, *, t, k, bf16):
   return vals[None], idx[None]
 
 
+def _host_update(s, vals, idx, si, sj, bi, bj, valid, t):
+  """The block's update through ``host_topk`` on the state rows of both tiles."""
+  rows = lambda a: jnp.concatenate([lax.dynamic_slice_in_dim(a, si, t),
+                                    lax.dynamic_slice_in_dim(a, sj, t)])
+  params = jnp.stack([si, sj, bi * t - si, bj * t - sj, (bi == bj).astype(jnp.int32),
+                      valid.astype(jnp.int32)])
+  v2, i2 = host_topk.update_block(s, rows(vals), rows(idx), params)
+  # Tile J's window first: when it is a ragged last tile it overlaps tile I's rows, and
+  # those overlapping rows (masked in J) must end as tile I's updated state.
+  for start, part in ((sj, slice(t, 2 * t)), (si, slice(0, t))):
+    vals = lax.dynamic_update_slice_in_dim(vals, v2[part], start, 0)
+    idx = lax.dynamic_update_slice_in_dim(idx, i2[part], start, 0)
+  return vals, idx
+
+
 @functools.lru_cache(maxsize=None)
-def _knn_program(mesh, t: int, k: int, bf16: bool):
-  """The jitted program for one (mesh, tile, k, precision); jit caches per input shape."""
+def _knn_program(mesh, t: int, k: int, bf16: bool, host: bool):
+  """The jitted programs for one (mesh, tile, k, precision, selector); jit caches per
+  input shape."""
   ndev = mesh.devices.size
   device_fn = jax.shard_map(
-      functools.partial(_device_knn, t=t, k=k, bf16=bf16), mesh=mesh,
+      functools.partial(_device_knn, t=t, k=k, bf16=bf16, host=host), mesh=mesh,
       in_specs=(P(), P(sharding.DATA), P(sharding.DATA), P(sharding.DATA)),
       out_specs=(P(sharding.DATA), P(sharding.DATA)))
+  sweep = jax.jit(device_fn)  # -> [ndev, N, k] vals and idx, sharded over the devices
 
   @jax.jit
+  def merge(vals, idx):  # the per-device candidates: [N, ndev * k] -> [N, k]
+    n = vals.shape[1]
+    vals = jnp.moveaxis(vals, 0, 1).reshape(n, ndev * k)
+    idx = jnp.moveaxis(idx, 0, 1).reshape(n, ndev * k)
+    return _sort_desc(vals, idx, k)
+
   def run(x, pi, pj, ok):
-    vals, idx = device_fn(x, pi, pj, ok)  # [ndev, N, k] each
-    if ndev > 1:  # merge the per-device candidates: [N, ndev * k] -> [N, k]
-      n = x.shape[0]
-      vals = jnp.moveaxis(vals, 0, 1).reshape(n, ndev * k)
-      idx = jnp.moveaxis(idx, 0, 1).reshape(n, ndev * k)
-      return _sort_desc(vals, idx, k)
-    return vals[0], idx[0]
+    vals, idx = sweep(x, pi, pj, ok)
+    if ndev == 1:
+      return vals[0], idx[0]
+    # The merge gathers across devices. It is a separate program started once every
+    # device has finished its sweep: a device done early would otherwise wait in the
+    # gather on a thread of the XLA:CPU pool, and with host callbacks in the sweep the
+    # busy devices can starve for that thread (seen as a 40 s rendezvous abort with 8
+    # host devices on 2 cores).
+    return merge(*jax.block_until_ready((vals, idx)))
 
   return run
 
@@ -165,12 +197,18 @@ def _block_pairs(n_tiles: int, ndev: int):
 
 
 def effective_tile(n: int, tile: int) -> int:
-  """The tile actually used: never larger than N."""
-  return max(1, min(int(tile), n))
+  """The tile actually used: the rows split into ceil(N / tile) tiles of equal size
+  (rounded up to a multiple of 8), so the last tile is not a mostly-overlapping window
+  (16000 rows at tile 1024: 16 tiles of 1000, not 15 of 1024 plus a window that
+  recomputes 384 rows). Never larger than N."""
+  tile = max(1, min(int(tile), n))
+  n_tiles = -(-n // tile)
+  balanced = -(-n // n_tiles)
+  return min(n, tile, -(-balanced // 8) * 8)
 
 
 def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
-                      mesh=None):
+                      mesh=None, select: str = "auto"):
   """Exact k nearest neighbours by inner product, self excluded.
 
   Args:
@@ -181,6 +219,10 @@ def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "
     precision: "fp32" (default) or "bf16": bf16 operands, f32 accumulation
       (``preferred_element_type=float32``); faster on matrix units, may swap near-ties.
     mesh: a 1-D ``data`` mesh (default ``sharding.data_mesh()``: every device).
+    select: how each block's candidates enter the running top-k: "xla" (``lax.top_k``,
+      cheap on GPU/TPU), "host" (the thresholded numba kernel of ``host_topk``, CPU
+      devices only; ~20x cheaper than XLA:CPU's top-k) or "auto" (host on CPU when
+      numba is installed, else xla). Never changes a result.
   Returns:
     (sims [N, k] float32, idx [N, k] int32) as jax arrays, each row ordered by
     similarity descending, ties toward the lower index.
@@ -188,18 +230,33 @@ def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "
   x = _checks.as_features(x, "x")
   n = x.shape[0]
   k = _checks.check_k(k, n)
-  return _knn_checked(x, k, tile=tile, precision=precision, mesh=mesh)
+  return _knn_checked(x, k, tile=tile, precision=precision, mesh=mesh, select=select)
 
 
-def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh):
+def _use_host(select: str, mesh) -> bool:
+  """Resolves ``select`` for a mesh (see ``nearest_neighbors``)."""
+  if select not in SELECTORS:
+    raise ValueError(f"select must be one of {SELECTORS}, got {select!r}")
+  on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
+  if select == "host":
+    if not on_cpu:
+      raise ValueError("select='host' runs the top-k on the host CPU and needs CPU devices; "
+                       "use select='xla' (or 'auto') on GPU/TPU")
+    if not host_topk.AVAILABLE:
+      raise ValueError("select='host' needs numba (pip install numba); use select='xla'")
+  return select == "host" or (select == "auto" and on_cpu and host_topk.AVAILABLE)
+
+
+def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh, select="auto"):
   tile = _checks.check_tile(tile)
   if precision not in PRECISIONS:
     raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
   mesh = default_mesh() if mesh is None else mesh
+  host = _use_host(select, mesh)
   n = x.shape[0]
   t = effective_tile(n, tile)
   pi, pj, ok = _block_pairs(-(-n // t), mesh.devices.size)
-  run = _knn_program(mesh, t, k, precision == "bf16")
+  run = _knn_program(mesh, t, k, precision == "bf16", host)
   return run(x, pi, pj, ok)
 
 
