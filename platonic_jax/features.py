@@ -95,16 +95,22 @@ def _sha256(data: bytes) -> str:
 # Keys.
 
 
-def jsonable(x):
-  """ConfigDict / tuples / numpy scalars -> plain JSON values (sorted dict keys)."""
+def jsonable(x, *, nonfinite_to_none: bool = False):
+  """ConfigDict / tuples / numpy arrays and scalars -> plain JSON values (sorted dict
+  keys). ``nonfinite_to_none``: NaN / Inf become None (strict JSON has no NaN)."""
+  rec = lambda v: jsonable(v, nonfinite_to_none=nonfinite_to_none)
   if hasattr(x, "to_dict"):
     x = x.to_dict()
   if isinstance(x, Mapping):
-    return {str(k): jsonable(v) for k, v in sorted(x.items())}
+    return {str(k): rec(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
   if isinstance(x, (list, tuple)):
-    return [jsonable(v) for v in x]
+    return [rec(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return rec(x.tolist())
   if isinstance(x, np.generic):
-    return x.item()
+    x = x.item()
+  if nonfinite_to_none and isinstance(x, float) and not math.isfinite(x):
+    return None
   return x
 
 

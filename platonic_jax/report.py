@@ -36,21 +36,6 @@ PACKAGES = ("platonic_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint"
             "ml_collections", "matplotlib")
 
 
-def _clean(x):
-  """JSON-safe: numpy -> Python, NaN/Inf -> None (strict JSON has no NaN)."""
-  if isinstance(x, Mapping):
-    return {str(k): _clean(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_clean(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return _clean(x.tolist())
-  if isinstance(x, np.generic):
-    x = x.item()
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
-
-
 def environment() -> dict:
   """Package versions, devices, host: what a reader needs to reproduce the numbers."""
   versions = {}
@@ -360,7 +345,8 @@ def write_report(results: Mapping, config, workdir: str, *, print_summary: bool 
            "recall": os.path.join(out_dir, "recall.png")}
   cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   doc = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-         "results": _clean(results), "config": _clean(_features.jsonable(cfg)),
+         "results": _features.jsonable(results, nonfinite_to_none=True),
+         "config": _features.jsonable(cfg, nonfinite_to_none=True),
          "environment": environment()}
   _features.atomic_write_bytes(paths["json"],
                                 json.dumps(doc, indent=1, allow_nan=False).encode())

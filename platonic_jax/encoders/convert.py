@@ -141,7 +141,9 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
   def read_safetensors(path):
     out = {}
     # framework="pt" would need torch; "flax" reads bf16 too (numpy has no bf16 dtype).
-    with safe_open(path, framework="flax") as f:
+    # Its arrays are put on the host CPU, not on an accelerator they would only leave again.
+    with jax.default_device(jax.local_devices(backend="cpu")[0]), \
+        safe_open(path, framework="flax") as f:
       for k in f.keys():
         out[k] = to_numpy(f.get_tensor(k))
     return out
