@@ -584,7 +584,7 @@ def cached_stage(workdir: str, name: str, key: str, fn, *, log=None) -> dict:
   import json
   import logging
   import os
-  from platonic_jax import features, report
+  from platonic_jax import features
   path = os.path.join(workdir, STAGES_DIR, f"{name}.json")
   log = log or logging.info
   if os.path.exists(path):
@@ -596,7 +596,7 @@ def cached_stage(workdir: str, name: str, key: str, fn, *, log=None) -> dict:
     if stored.get("key") == key:
       log(f"stage {name}: done ({path})")
       return stored["result"]
-  doc = json.dumps({"key": key, "result": report._clean(fn())}, allow_nan=False)
+  doc = json.dumps({"key": key, "result": features.jsonable(fn(), nonfinite_to_none=True, sort_keys=False)}, allow_nan=False)
   features.atomic_write_bytes(path, doc.encode())
   return json.loads(doc)["result"]  # the same form as a cached result
 

@@ -95,14 +95,19 @@ def _sha256(data: bytes) -> str:
 # Keys.
 
 
-def jsonable(x, *, nonfinite_to_none: bool = False):
-  """ConfigDict / tuples / numpy arrays and scalars -> plain JSON values (sorted dict
-  keys). ``nonfinite_to_none``: NaN / Inf become None (strict JSON has no NaN)."""
-  rec = lambda v: jsonable(v, nonfinite_to_none=nonfinite_to_none)
+def jsonable(x, *, nonfinite_to_none: bool = False, sort_keys: bool = True):
+  """ConfigDict / tuples / numpy arrays and scalars -> plain JSON values.
+
+  sort_keys: dict keys sorted (canonical, for hashing) or kept in insertion order
+  (results whose order a reader sees). nonfinite_to_none: NaN / Inf become None (strict
+  JSON has no NaN).
+  """
+  rec = lambda v: jsonable(v, nonfinite_to_none=nonfinite_to_none, sort_keys=sort_keys)
   if hasattr(x, "to_dict"):
     x = x.to_dict()
   if isinstance(x, Mapping):
-    return {str(k): rec(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
+    items = sorted(x.items(), key=lambda kv: str(kv[0])) if sort_keys else x.items()
+    return {str(k): rec(v) for k, v in items}
   if isinstance(x, (list, tuple)):
     return [rec(v) for v in x]
   if isinstance(x, np.ndarray):

@@ -345,7 +345,7 @@ def write_report(results: Mapping, config, workdir: str, *, print_summary: bool 
            "recall": os.path.join(out_dir, "recall.png")}
   cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   doc = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-         "results": _features.jsonable(results, nonfinite_to_none=True),
+         "results": _features.jsonable(results, nonfinite_to_none=True, sort_keys=False),
          "config": _features.jsonable(cfg, nonfinite_to_none=True),
          "environment": environment()}
   _features.atomic_write_bytes(paths["json"],

@@ -18,6 +18,9 @@ Contract of an architecture module (one file per architecture, one entry here):
         # Returned leaves are float32 numpy. For bf16, load() casts the leaves whose
         # name ends with "kernel" (the matmul / conv weights) to bfloat16 once; every
         # other leaf (biases, norms, embeddings tables, positions) stays float32.
+    CPU_COMPILER_OPTIONS: dict[str, str]   # optional: XLA:CPU debug options for this
+        # architecture's forward (``jax.jit(compiler_options=)``), applied only when every
+        # device of the mesh is a CPU; e.g. ResNet's YNNPACK convolution fusions.
 
 Adding an architecture = writing that module and adding it to ``_ARCHITECTURES`` below
 (a plain tuple of imported modules, no string-to-import lookups).
