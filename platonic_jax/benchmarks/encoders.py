@@ -2,7 +2,7 @@
 
     python -m platonic_jax.benchmarks.encoders [--models=resnet18,gpt2,dinov2-s,dinov2-b]
         [--batch=16] [--seq=77] [--image=224] [--seconds=8] [--threads=N] [--dtypes=fp32,bf16]
-        [--xla_flags="..."]
+        [--cpu-devices=N] [--no-gemm] [--xla_flags="..."]
 
 Full-size models are built from configs with random weights (no download); the PyTorch
 model's weights are converted with the same ``convert`` that loads checkpoints, and the
@@ -38,6 +38,11 @@ def _parse(argv):
   p.add_argument("--single_thread", action="store_true",
                  help="1 torch thread and single-threaded XLA:CPU: robust to a loaded machine, "
                       "where multi-threaded torch (OpenMP barriers) degrades far more than XLA")
+  p.add_argument("--cpu-devices", "--cpu_devices", dest="cpu_devices", type=int, default=1,
+                 help="XLA:CPU devices (e.g. one per core: the batch is split over them, each "
+                      "runs single-stream; 15-25%% faster for the transformers on 2 cores)")
+  p.add_argument("--no-gemm", "--no_gemm", dest="gemm", action="store_false",
+                 help="skip the GEMM ceiling rows (XLA vs torch on one dense layer's matmul)")
   p.add_argument("--xla_flags", default=None,
                  help="extra XLA_FLAGS, set before jax starts (e.g. "
                       "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce,individual_convolution)")
@@ -159,12 +164,47 @@ def _bench_model(name, args, dtypes, rows):
     print(format_row(rows[-1]), flush=True)
 
 
+def _gemm_ceiling(dtypes, m=16 * 257, k=768, n=3072) -> dict:
+  """{dtype: (XLA GFLOP/s, torch GFLOP/s)} of one [m, k] x [k, n] matmul: the rate a
+  transformer's dense layers can reach, so the ratio bounds what the models can show
+  (bf16: XLA bf16 operands with f32 accumulation as the encoders run it; torch bf16)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((m, k)).astype(np.float32)
+  b = rng.standard_normal((k, n)).astype(np.float32)
+
+  def best(fn):
+    fn()
+    times = []
+    for _ in range(10):
+      t0 = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - t0)
+    return 2 * m * k * n / min(times) / 1e9
+
+  out = {}
+  for dt in dtypes:
+    jd, td = (jnp.float32, torch.float32) if dt == "fp32" else (jnp.bfloat16, torch.bfloat16)
+    ja, jb = jnp.asarray(a, jd), jnp.asarray(b, jd)
+    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32,
+                                     precision=jax.lax.Precision.HIGHEST if dt == "fp32"
+                                     else jax.lax.Precision.DEFAULT))
+    ta, tb = torch.from_numpy(a).to(td), torch.from_numpy(b).to(td)
+    out[dt] = (best(lambda: f(ja, jb).block_until_ready()), best(lambda: ta @ tb))
+  return out
+
+
 def main(argv=None):
   args = _parse(sys.argv[1:] if argv is None else argv)
   flags = args.xla_flags or ""
   if args.single_thread:
     flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     args.threads = 1
+  if args.cpu_devices > 1:
+    flags += f" --xla_force_host_platform_device_count={args.cpu_devices}"
   if flags.strip():
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
   import jax
@@ -181,6 +221,11 @@ def main(argv=None):
   print("\nmodel     dtype impl                         throughput         ratio")
   for r in rows:
     print(format_row(r))
+  if args.gemm:
+    print("\nGEMM ceiling: one dense layer's matmul, [16 x 257, 768] x [768, 3072] (DINOv2-B's "
+          "MLP input), best of 10:")
+    for dt, (xla, tch) in _gemm_ceiling(dtypes).items():
+      print(f"  {dt}: XLA {xla:.0f} GFLOP/s, torch {tch:.0f} GFLOP/s -> XLA/torch {xla / tch:.2f}x")
   print(f"load average at the end: {os.getloadavg()[0]:.1f} (on {len(os.sched_getaffinity(0))} cores)")
   return rows
 
