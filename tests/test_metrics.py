@@ -185,6 +185,27 @@ def test_kernel_metrics_match_reference(n, da, db, k, tile):
   assert metrics.svcca(a, b, cca_dim=d) == pytest.approx(ref_svcca(a, b, d), abs=2e-5)
 
 
+def test_unbiased_cka_accurate_for_features_far_from_the_origin():
+  # HSIC_u is translation invariant; in fp32 the feature-space sums cancel unless the
+  # features are centred first (before the fix: 0.789 instead of 0.812 at offset 30).
+  rng = np.random.default_rng(12)
+  z = rng.standard_normal((4000, 8))
+  a = (z @ rng.standard_normal((8, 64)) + rng.standard_normal((4000, 64))).astype(np.float32)
+  b = (z @ rng.standard_normal((8, 48)) + 2 * rng.standard_normal((4000, 48))).astype(np.float32)
+  a64, b64 = a.astype(np.float64), b.astype(np.float64)
+
+  def hsic_u(x, y):  # float64 feature-space form of hsic_unbiased (no 4000 x 4000 matrices)
+    n = len(x)
+    k1, l1 = x @ x.sum(0) - (x * x).sum(1), y @ y.sum(0) - (y * y).sum(1)
+    tr = np.linalg.norm(x.T @ y) ** 2 - ((x * x).sum(1) * (y * y).sum(1)).sum()
+    return (tr + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2 * k1 @ l1 / (n - 2)) / (n * (n - 3))
+
+  want = hsic_u(a64, b64) / np.sqrt(hsic_u(a64, a64) * hsic_u(b64, b64))
+  for offset in (0.0, 30.0):
+    got = metrics.unbiased_cka(a + np.float32(offset), b - np.float32(offset))
+    assert got == pytest.approx(want, abs=2e-6), offset
+
+
 def test_rbf_cka_accurate_when_kernel_entries_are_all_close():
   # Unit vectors, wide bandwidth: every K_ij is in [0.92, 1], so the centred HSIC is a
   # small difference of large sums (fp32 without the shift lost ~3 digits here).

@@ -89,9 +89,17 @@ def _rows_program(mesh, mode: str, chunk: int):
 
       return total(grams, grams0)
 
-    # mode == "unbiased": K̃ = A A^T with its diagonal q_i = |a_i|^2 zeroed.
+    # mode == "unbiased": K̃ = A A^T with its diagonal q_i = |a_i|^2 zeroed. HSIC_u of
+    # linear kernels is invariant to translating the features (K -> K + u1^T + 1u^T + c),
+    # so the rows are column-centred first: raw features far from the origin make
+    # tr(K̃ L̃) = |A^T B|^2 - sum_i q_i r_i cancel catastrophically in fp32 (a mean of 30
+    # per column gave 0.789 for 0.812 at N = 4000; tested).
+    ma, mb = sa / n, sb / n
+    sa, sb = total(lambda s: tuple(x.sum(0) for x in rows(s, ma, mb)),
+                   (jnp.zeros(da), jnp.zeros(db)))  # the centred columns' sums (~0)
+
     def sums(s):
-      x, y = rows(s)
+      x, y = rows(s, ma, mb)
       qa, qb = jnp.sum(x * x, 1), jnp.sum(y * y, 1)  # [chunk]
       ka, kb = x @ sa - qa, y @ sb - qb  # K̃ 1 on these rows: [chunk, Da] x [Da] -> [chunk]
       return (_gram(x, y), _gram(x, x), _gram(y, y),
@@ -261,7 +269,9 @@ def unbiased_cka(a, b, *, mesh=None) -> float:
 
   HSIC_u(K, L) = [tr(K̃ L̃) + 1^T K̃ 1 1^T L̃ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K̃ L̃ 1]
   / (n (n-3)), with K̃ = A A^T, diagonal zeroed. Exact in feature space:
-  tr(K̃ L̃) = |A^T B|_F^2 - sum_i |a_i|^2 |b_i|^2, K̃ 1 = A (A^T 1) - diag(K).
+  tr(K̃ L̃) = |A^T B|_F^2 - sum_i |a_i|^2 |b_i|^2, K̃ 1 = A (A^T 1) - diag(K), on
+  column-centred A, B (HSIC_u of linear kernels is translation invariant; centring keeps
+  the fp32 sums from cancelling for features far from the origin).
   a: [N, Da], b: [N, Db], N >= 4. Difference from the reference: no +1e-6 in the
   denominator; a non-positive HSIC_u(K, K) raises ValueError instead of giving NaN.
   """
