@@ -13,7 +13,7 @@ row is kept (memory O(N * (k + tile))):
   blocks, and the states are merged at the end (k * devices candidates per row).
 * Each block's candidates enter the running top-k either through ``lax.top_k`` (GPU /
   TPU) or, on CPU devices, through the thresholded numba kernel of ``host_topk``
-  (XLA:CPU's top-k costs as much as the matmul; the kernel ~5% of it).
+  (XLA:CPU's top-k costs as much as the matmul; the kernel ~8% of it).
 * Neighbours are ordered by similarity, ties toward the lower index (the reference's
   ``argsort`` leaves ties to the backend; DESIGN.md fixes them so results are
   reproducible and independent of tiles and devices).
@@ -221,7 +221,7 @@ def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "
     mesh: a 1-D ``data`` mesh (default ``sharding.data_mesh()``: every device).
     select: how each block's candidates enter the running top-k: "xla" (``lax.top_k``,
       cheap on GPU/TPU), "host" (the thresholded numba kernel of ``host_topk``, CPU
-      devices only; ~20x cheaper than XLA:CPU's top-k) or "auto" (host on CPU when
+      devices only; ~10x cheaper than XLA:CPU's top-k) or "auto" (host on CPU when
       numba is installed, else xla). Never changes a result.
   Returns:
     (sims [N, k] float32, idx [N, k] int32) as jax arrays, each row ordered by
