@@ -11,7 +11,8 @@ words that hold an entry above it. Late in the sweep almost nothing passes: over
 16k sweep a [1000, 1000] block costs ~0.7 ms for both directions instead of ~8 ms.
 On GPU/TPU ``lax.top_k`` is cheap and the XLA path is used.
 
-Called once per block pair from the jitted sweep through ``jax.pure_callback``; numba
+Called once per block pair from the jitted sweep through a small primitive lowered to a
+host callback (``update_block``; why not ``jax.pure_callback``: see there); numba
 releases the GIL, so with several CPU devices the blocks of different devices update in
 parallel.
 """
