@@ -28,6 +28,11 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def on_cpu(mesh: Mesh) -> bool:
+  """Whether every device of ``mesh`` is a CPU (host-side code paths and XLA:CPU options)."""
+  return all(d.platform == "cpu" for d in mesh.devices.flat)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading axis split over ``data``, other axes whole."""
   return NamedSharding(mesh, P(DATA))

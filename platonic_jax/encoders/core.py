@@ -160,8 +160,8 @@ class Encoder:
         return tuple(feats[i] for i in layers)
 
       spec = P(sharding.DATA)
-      on_cpu = all(d.platform == "cpu" for d in self.mesh.devices.flat)
-      options = getattr(self.arch, "CPU_COMPILER_OPTIONS", None) if on_cpu else None
+      options = (getattr(self.arch, "CPU_COMPILER_OPTIONS", None)
+                 if sharding.on_cpu(self.mesh) else None)
       self._fns[key] = jax.jit(jax.shard_map(
           per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
           out_specs=tuple(spec for _ in layers)), compiler_options=options)

@@ -204,7 +204,7 @@ def effective_tile(n: int, tile: int) -> int:
   tile = max(1, min(int(tile), n))
   n_tiles = -(-n // tile)
   balanced = -(-n // n_tiles)
-  return min(n, tile, -(-balanced // 8) * 8)
+  return min(tile, -(-balanced // 8) * 8)
 
 
 def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
@@ -237,7 +237,7 @@ def _use_host(select: str, mesh) -> bool:
   """Resolves ``select`` for a mesh (see ``nearest_neighbors``)."""
   if select not in SELECTORS:
     raise ValueError(f"select must be one of {SELECTORS}, got {select!r}")
-  on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
+  on_cpu = sharding.on_cpu(mesh)
   if select == "host":
     if not on_cpu:
       raise ValueError("select='host' runs the top-k on the host CPU and needs CPU devices; "
