@@ -165,6 +165,32 @@ def test_host_and_xla_selection_agree_with_argsort(n, d, k, tile, devices, num_d
       np.testing.assert_allclose(np.asarray(sims), ref_sims, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not metrics.host_topk.AVAILABLE, reason="numba not installed")
+@pytest.mark.parametrize("jit", [False, True])
+def test_host_block_update_matches_numpy_and_keeps_its_operands(jit):
+  # One FFI call on an off-diagonal block, in place on the state: rows 0:4 (tile I) take
+  # the block's columns, rows 6:10 (tile J) its rows; the operands stay as they were.
+  rng = np.random.default_rng(3)
+  n, k, t, si, sj = 10, 3, 4, 0, 6
+  s = rng.standard_normal((t, t)).astype(np.float32)
+  vals0 = np.sort(rng.standard_normal((n, k)).astype(np.float32), 1)[:, ::-1].copy()
+  idx0 = np.tile(np.arange(k, dtype=np.int32), (n, 1)) - k  # earlier (lower) indices
+  vals0_j, idx0_j = jax.numpy.asarray(vals0), jax.numpy.asarray(idx0)
+  update = jax.jit(metrics.host_topk.update_block) if jit else metrics.host_topk.update_block
+  vals, idx = update(s, vals0_j, idx0_j, np.array([si, sj, 0, 0, 0, 1], np.int32))
+  np.testing.assert_array_equal(np.asarray(vals0_j), vals0)
+  np.testing.assert_array_equal(np.asarray(idx0_j), idx0)
+  want_v, want_i = vals0.copy(), idx0.copy()
+  for rows, cands, offset in ((range(si, si + t), s, sj), (range(sj, sj + t), s.T, si)):
+    for r, cand in zip(rows, cands):
+      v = np.concatenate([vals0[r], cand])
+      i = np.concatenate([idx0[r], offset + np.arange(t)])
+      order = np.lexsort((i, -v))[:k]
+      want_v[r], want_i[r] = v[order], i[order]
+  np.testing.assert_array_equal(np.asarray(vals), want_v)
+  np.testing.assert_array_equal(np.asarray(idx), want_i)
+
+
 def test_auto_selection_uses_the_host_kernel_on_cpu():
   mesh = sharding.data_mesh(jax.devices()[:1])
   assert metrics.knn._use_host("auto", mesh) == metrics.host_topk.AVAILABLE

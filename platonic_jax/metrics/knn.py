@@ -130,18 +130,10 @@ def _device_knn(x, pi, pj, ok, *, t, k, bf16, host):
 
 
 def _host_update(s, vals, idx, si, sj, bi, bj, valid, t):
-  """The block's update through ``host_topk`` on the state rows of both tiles."""
-  rows = lambda a: jnp.concatenate([lax.dynamic_slice_in_dim(a, si, t),
-                                    lax.dynamic_slice_in_dim(a, sj, t)])
+  """The block's update through ``host_topk``, in place on the state of all rows."""
   params = jnp.stack([si, sj, bi * t - si, bj * t - sj, (bi == bj).astype(jnp.int32),
                       valid.astype(jnp.int32)])
-  v2, i2 = host_topk.update_block(s, rows(vals), rows(idx), params)
-  # Tile J's window first: when it is a ragged last tile it overlaps tile I's rows, and
-  # those overlapping rows (masked in J) must end as tile I's updated state.
-  for start, part in ((sj, slice(t, 2 * t)), (si, slice(0, t))):
-    vals = lax.dynamic_update_slice_in_dim(vals, v2[part], start, 0)
-    idx = lax.dynamic_update_slice_in_dim(idx, i2[part], start, 0)
-  return vals, idx
+  return host_topk.update_block(s, vals, idx, params)
 
 
 @functools.lru_cache(maxsize=None)
