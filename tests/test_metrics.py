@@ -165,7 +165,6 @@ def test_host_and_xla_selection_agree_with_argsort(n, d, k, tile, devices, num_d
       np.testing.assert_allclose(np.asarray(sims), ref_sims, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(not metrics.host_topk.AVAILABLE, reason="numba not installed")
 @pytest.mark.parametrize("jit", [False, True])
 def test_host_block_update_matches_numpy_and_keeps_its_operands(jit):
   # One FFI call on an off-diagonal block, in place on the state: rows 0:4 (tile I) take
@@ -193,10 +192,21 @@ def test_host_block_update_matches_numpy_and_keeps_its_operands(jit):
 
 def test_auto_selection_uses_the_host_kernel_on_cpu():
   mesh = sharding.data_mesh(jax.devices()[:1])
-  assert metrics.knn._use_host("auto", mesh) == metrics.host_topk.AVAILABLE
+  assert metrics.host_topk.unavailable_reason() is None  # numba is a dependency
+  assert metrics.knn._use_host("auto", mesh)
   assert not metrics.knn._use_host("xla", mesh)
   with pytest.raises(ValueError, match="select must be one of"):
     metrics.nearest_neighbors(np.eye(5, dtype=np.float32), 2, select="numba")
+
+
+def test_selection_falls_back_to_xla_when_the_host_kernel_cannot_run(monkeypatch):
+  mesh = sharding.data_mesh(jax.devices()[:1])
+  monkeypatch.setattr(metrics.host_topk, "unavailable_reason", lambda: "numba is not installed")
+  assert not metrics.knn._use_host("auto", mesh)
+  with pytest.raises(ValueError, match="select='host' cannot run: numba is not installed"):
+    metrics.nearest_neighbors(np.eye(5, dtype=np.float32), 2, select="host")
+  _, idx = metrics.nearest_neighbors(np.eye(5, dtype=np.float32) * np.arange(1, 6), 1)
+  np.testing.assert_array_equal(np.asarray(idx)[:, 0], [1, 0, 0, 0, 0])
 
 
 @pytest.mark.parametrize("n,da,db,k,tile", CASES)

@@ -179,6 +179,19 @@ def _register():
   return handler  # kept alive: XLA holds only its address
 
 
+@functools.lru_cache(maxsize=None)
+def unavailable_reason() -> str | None:
+  """None when the kernel can run here, else why not (numba missing, or this jaxlib
+  refused the handler, e.g. a future FFI API version): callers fall back to XLA."""
+  if not AVAILABLE:
+    return "numba is not installed (pip install numba)"
+  try:
+    _register()
+  except Exception as e:  # noqa: BLE001 - any refusal means: use the XLA path
+    return f"XLA did not accept the numba FFI handler ({type(e).__name__}: {e})"
+  return None
+
+
 def update_block(s, vals, idx, params):
   """The jittable form: s [t, t] f32, vals [N, k] f32, idx [N, k] int32 (the running
   state of every row), params int32 [6] = (si, sj, lo_i, lo_j, diag, valid). Returns

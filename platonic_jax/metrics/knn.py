@@ -26,6 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
@@ -234,9 +235,21 @@ def _use_host(select: str, mesh) -> bool:
     if not on_cpu:
       raise ValueError("select='host' runs the top-k on the host CPU and needs CPU devices; "
                        "use select='xla' (or 'auto') on GPU/TPU")
-    if not host_topk.AVAILABLE:
-      raise ValueError("select='host' needs numba (pip install numba); use select='xla'")
-  return select == "host" or (select == "auto" and on_cpu and host_topk.AVAILABLE)
+    if host_topk.unavailable_reason():
+      raise ValueError(f"select='host' cannot run: {host_topk.unavailable_reason()}; "
+                       "use select='xla'")
+    return True
+  if select == "auto" and on_cpu:
+    reason = host_topk.unavailable_reason()
+    if reason and reason not in _WARNED:
+      _WARNED.add(reason)
+      logging.warning("k-NN top-k falls back to XLA's (several times slower on CPU): %s",
+                      reason)
+    return reason is None
+  return False
+
+
+_WARNED: set = set()
 
 
 def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh, select="auto"):
