@@ -109,10 +109,20 @@ def test_preprocess_accepts_paths_and_bytes(tmp_path, resnet_ckpt):
 
 # ----- parity ----------------------------------------------------------------------------
 
-def test_resnet_parity_fp32_all_layers(resnet_ckpt, images):
+@pytest.fixture(params=["direct", "winograd"])
+def conv_algorithm(request, monkeypatch):
+  """ResNet's 3x3 stride-1 convs as on a full-size CPU model: direct below
+  WINOGRAD_MIN_CHANNELS (all of the tiny model's), or every one as Winograd."""
+  if request.param == "winograd":
+    monkeypatch.setattr(resnet, "WINOGRAD_MIN_CHANNELS", 1)
+  return request.param
+
+
+def test_resnet_parity_fp32_all_layers(resnet_ckpt, images, conv_algorithm):
   directory, model = resnet_ckpt
   out = _torch_hidden(model, directory, images)
   enc = encoders.load(directory)
+  assert enc.module.winograd_min_channels == resnet.WINOGRAD_MIN_CHANNELS  # CPU variant
   assert enc.modality == "image" and enc.num_layers == len(out.hidden_states)
   feats = enc.encode(images, batch_size=8, layers="all")
   assert isinstance(feats, list)  # widths differ: one [N, D_l] per layer
@@ -126,13 +136,36 @@ def test_resnet_parity_fp32_all_layers(resnet_ckpt, images):
   assert fx.rel_error(mx[0], out.hidden_states[-1].amax((2, 3)).numpy()) < FP32_TOL
 
 
-def test_resnet_parity_bf16(resnet_ckpt, images):
+def test_resnet_parity_bf16(resnet_ckpt, images, conv_algorithm):
   directory, model = resnet_ckpt
   out = _torch_hidden(model, directory, images)
   feats = encoders.load(directory, dtype="bfloat16").encode(images, batch_size=8, layers="all")
   for l, (f, h) in enumerate(zip(feats, out.hidden_states)):
     assert f.dtype == np.float32
     assert fx.rel_error(f, h.double().mean((2, 3)).numpy()) < BF16_TOL, l
+
+
+def _direct_conv3x3_float64(x, kernel):
+  """Zero-padded 3x3 stride-1 convolution, NHWC x HWIO, summed tap by tap in float64."""
+  b, h, w, _ = x.shape
+  xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return sum(np.einsum("bhwc,cd->bhwd", xp[:, dy:dy + h, dx:dx + w], kernel[dy, dx])
+             for dy in range(3) for dx in range(3))
+
+
+@pytest.mark.parametrize("h,w", [(7, 7), (6, 10), (1, 1), (5, 2)])
+@pytest.mark.parametrize("dtype,tol", [("float32", 2e-6), ("bfloat16", 2e-2)])
+def test_winograd_conv3x3_matches_float64_direct_convolution(h, w, dtype, tol):
+  from platonic_jax.encoders import winograd
+  rng = np.random.default_rng(h * 10 + w)
+  x = rng.standard_normal((2, h, w, 5)).astype(np.float32)
+  kernel = rng.standard_normal((3, 3, 5, 4)).astype(np.float32)
+  y = winograd.conv3x3(x, winograd.transform_filter(kernel), jax.numpy.dtype(dtype))
+  ref = _direct_conv3x3_float64(x, kernel)
+  assert y.shape == ref.shape and y.dtype == np.float32
+  assert fx.rel_error(np.asarray(y), ref) < tol
+  with pytest.raises(ValueError, match=r"needs a \[3, 3, C, D\] kernel"):
+    winograd.transform_filter(kernel[:2])
 
 
 def test_dinov2_parity_non_native_size(dinov2_ckpt, images):

@@ -101,6 +101,8 @@ class Encoder:
     outs, expected = jax.eval_shape(
         lambda: self.module.init_with_output(jax.random.key(0), *self._dummy()))
     convert_lib.check_params(params, expected["params"], f"{name} parameters")
+    if sharding.on_cpu(self.mesh) and hasattr(arch, "cpu_variant"):
+      self.module, params = arch.cpu_variant(self.module, params)
     self.params = jax.device_put(_cast_kernels(params, self.dtype), sharding.replicated(self.mesh))
     self.dims = tuple(int(o.shape[-1]) for o in outs)
     self.num_layers = len(self.dims)
@@ -152,6 +154,7 @@ class Encoder:
   def _fn(self, pool: str, layers: tuple[int, ...]):
     key = (pool, layers)
     if key not in self._fns:
+      on_cpu = sharding.on_cpu(self.mesh)
       module = self.module
       n_in = 1 if self.modality == "image" else 2
 
@@ -160,8 +163,7 @@ class Encoder:
         return tuple(feats[i] for i in layers)
 
       spec = P(sharding.DATA)
-      options = (getattr(self.arch, "CPU_COMPILER_OPTIONS", None)
-                 if sharding.on_cpu(self.mesh) else None)
+      options = getattr(self.arch, "CPU_COMPILER_OPTIONS", None) if on_cpu else None
       self._fns[key] = jax.jit(jax.shard_map(
           per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
           out_specs=tuple(spec for _ in layers)), compiler_options=options)

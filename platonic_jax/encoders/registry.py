@@ -21,6 +21,10 @@ Contract of an architecture module (one file per architecture, one entry here):
     CPU_COMPILER_OPTIONS: dict[str, str]   # optional: XLA:CPU debug options for this
         # architecture's forward (``jax.jit(compiler_options=)``), applied only when every
         # device of the mesh is a CPU; e.g. ResNet's YNNPACK convolution fusions.
+    def cpu_variant(module, params) -> (module, params)   # optional: when every device
+        # of the mesh is a CPU, the module (and its params, converted once at load) that
+        # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
+        # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters.
 
 Adding an architecture = writing that module and adding it to ``_ARCHITECTURES`` below
 (a plain tuple of imported modules, no string-to-import lookups).
