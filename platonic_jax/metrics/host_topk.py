@@ -115,8 +115,9 @@ def _update(s, vals, idx, si, sj, lo_i, lo_j, diag):
 # XLA_FFI_Metadata_Extension {base {struct_size, type, next}, metadata*};
 # XLA_FFI_Metadata {struct_size, api_version {struct_size, extension_start, major, minor},
 # traits}.
-_FRAME_EXTENSION, _FRAME_ARGS = 8, 72
-_BUFFER_DATA, _BUFFER_DIMS = 24, 40
+_FRAME_EXTENSION, _FRAME_NARGS, _FRAME_ARG_TYPES, _FRAME_ARGS = 8, 56, 64, 72
+_BUFFER_DTYPE, _BUFFER_DATA, _BUFFER_RANK, _BUFFER_DIMS = 16, 24, 32, 40
+_ARG_IS_BUFFER, _F32, _S32 = 1, 11, 4  # XLA_FFI_ArgType_BUFFER, XLA_FFI_DataType_F32 / _S32
 _EXTENSION_TYPE, _EXTENSION_METADATA = 8, 24
 _METADATA_MAJOR, _METADATA_MINOR, _METADATA_TRAITS = 24, 28, 32
 _EXTENSION_IS_METADATA = 1
@@ -139,6 +140,19 @@ if AVAILABLE:
   def _int32_at(addr):
     return numba.carray(_voidptr(addr), (1,), np.int32)
 
+  @numba.njit
+  def _frame_as_expected(frame):
+    """Four buffer operands of the dtypes and ranks ``update_block`` passes."""
+    if _word(frame + _FRAME_NARGS) != 4:
+      return False
+    types_, args = _word(frame + _FRAME_ARG_TYPES), _word(frame + _FRAME_ARGS)
+    for i, (dtype, rank) in enumerate(((_F32, 2), (_F32, 2), (_S32, 2), (_S32, 1))):
+      buf = _word(args + 8 * i)
+      if (_int32_at(types_ + 4 * i)[0] != _ARG_IS_BUFFER
+          or _int32_at(buf + _BUFFER_DTYPE)[0] != dtype or _word(buf + _BUFFER_RANK) != rank):
+        return False
+    return True
+
 
 def _handler(frame):
   """``XLA_FFI_Error* handler(XLA_FFI_CallFrame*)`` (NULL = success), both as addresses.
@@ -153,6 +167,11 @@ def _handler(frame):
     _int32_at(metadata + _METADATA_MAJOR)[0] = _API_VERSION[0]
     _int32_at(metadata + _METADATA_MINOR)[0] = _API_VERSION[1]
     _int32_at(metadata + _METADATA_TRAITS)[0] = 0
+    return 0
+  if not _frame_as_expected(frame):
+    # Not the call frame this handler was written for (another XLA FFI ABI): touch
+    # nothing. The state then comes back unchanged, which the probe in
+    # ``unavailable_reason`` detects before any real use.
     return 0
   args = _word(frame + _FRAME_ARGS)
   s_buf, v_buf, i_buf, p_buf = _word(args), _word(args + 8), _word(args + 16), _word(args + 24)
@@ -187,9 +206,27 @@ def unavailable_reason() -> str | None:
     return "numba is not installed (pip install numba)"
   try:
     _register()
+    if not _probe():
+      return "the numba FFI handler gave a wrong top-k on this jaxlib (a changed FFI ABI?)"
   except Exception as e:  # noqa: BLE001 - any refusal means: use the XLA path
     return f"XLA did not accept the numba FFI handler ({type(e).__name__}: {e})"
   return None
+
+
+def _probe() -> bool:
+  """One small block update through XLA, checked against numpy (~0.1 s, once)."""
+  import jax
+  rng = np.random.default_rng(0)
+  s = rng.standard_normal((4, 4)).astype(np.float32)
+  vals, idx = np.full((8, 2), -np.inf, np.float32), np.full((8, 2), 8, np.int32)
+  with jax.default_device(jax.devices("cpu")[0]):
+    got_v, got_i = jax.jit(update_block)(s, vals, idx, np.array([0, 4, 0, 0, 0, 1], np.int32))
+  # Row r < 4 takes s[r]'s two best columns (ids 4 + c); row 4 + c takes s[:, c]'s rows.
+  want_i = np.concatenate([4 + np.argsort(-s, 1, kind="stable")[:, :2],
+                           np.argsort(-s.T, 1, kind="stable")[:, :2]]).astype(np.int32)
+  return bool(np.array_equal(np.asarray(got_i), want_i) and np.array_equal(
+      np.asarray(got_v), np.concatenate([np.sort(s, 1)[:, ::-1][:, :2],
+                                         np.sort(s.T, 1)[:, ::-1][:, :2]])))
 
 
 def update_block(s, vals, idx, params):
