@@ -81,15 +81,15 @@ def _matmul_peak_gflops() -> float:
 
 
 def _timed(fn):
-  """Best time of up to three calls (the first includes compilation): calls over 20 s
-  are not repeated, a third call is made only when the second took under 5 s (a short
-  call is the one a passing background job distorts most)."""
+  """Best time of up to five calls (the first includes compilation), as the fp32 peak
+  is the best of five: calls over 20 s are not repeated, and repeats stop after a call
+  of 5 s or more (a short call is the one a passing background job distorts most)."""
   t0 = time.perf_counter()
   out = fn()
   best = time.perf_counter() - t0
   if best > 20:
     return out, best, True
-  for _ in range(2):
+  for _ in range(4):
     t0 = time.perf_counter()
     out = fn()
     secs = time.perf_counter() - t0

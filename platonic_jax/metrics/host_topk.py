@@ -68,42 +68,38 @@ def _update(s, vals, idx, si, sj, lo_i, lo_j, diag):
   columns c < lo_j belong to the previous tile (a ragged last tile is read as a full
   window) and are skipped; so is the diagonal (self). On a diagonal block (``diag``)
   the rows pass alone covers it.
+
+  One sweep over s does both directions: block row r offers its columns to row si + r
+  (bit 1 of ``hit``) and each of its entries to row sj + c (bit 2: the transposed
+  block). The two touch disjoint state rows (tile J's rows that overlap tile I in a
+  ragged window are columns c < lo_j, which take nothing), and each row still meets
+  its candidates in increasing index order, which ``_insert``'s tie rule relies on.
   """
   t = s.shape[0]
   nw = (t + 7) // 8
   hit = np.zeros(nw * 8, np.uint8)
   words = hit.view(np.uint64)  # 8 flags per word: skip a word of no hits in one compare
-  # Rows of tile I against the columns of tile J.
+  # tau_c: the threshold of every column's row (tile J); +inf = takes nothing.
+  tau_c = np.full(t, np.inf, np.float32)
+  if not diag:
+    tau_c[lo_j:] = vals[sj + lo_j:sj + t, -1]
   for r in range(lo_i, t):
     g = si + r
     tau = vals[g, -1]
     row = s[r]
-    for c in range(t):  # vectorised: one compare per entry, no branch
-      hit[c] = row[c] > tau
+    for c in range(t):  # vectorised: two compares per entry, no branch
+      hit[c] = (row[c] > tau) | ((row[c] > tau_c[c]) << 1)
     for w in range(nw):
       if words[w] == 0:
         continue
       for c in range(w * 8, min(w * 8 + 8, t)):
+        h = hit[c]
         # Strictly greater: an equal value has the higher index and loses the tie.
-        if hit[c] and c >= lo_j and row[c] > tau and g != sj + c:
+        if h & 1 and c >= lo_j and row[c] > tau and g != sj + c:
           _insert(vals, idx, g, row[c], sj + c)
           tau = vals[g, -1]
-  if diag:
-    return
-  # Rows of tile J against the rows of tile I (the block's columns), walking s by rows
-  # so the compares stay contiguous; tau_c holds the threshold of every column.
-  tau_c = vals[sj:sj + t, -1].copy()
-  tau_c[:lo_j] = np.inf  # columns of the previous tile take nothing
-  for r in range(lo_i, t):
-    row = s[r]
-    for c in range(t):
-      hit[c] = row[c] > tau_c[c]
-    for w in range(nw):
-      if words[w] == 0:
-        continue
-      for c in range(w * 8, min(w * 8 + 8, t)):
-        if hit[c] and row[c] > tau_c[c]:
-          _insert(vals, idx, sj + c, row[c], si + r)
+        if h & 2 and row[c] > tau_c[c]:
+          _insert(vals, idx, sj + c, row[c], g)
           tau_c[c] = vals[sj + c, -1]
 
 
