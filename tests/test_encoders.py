@@ -320,6 +320,32 @@ def test_registry_contract():
     registry.get("llama")
 
 
+def test_micro_batch_choice():
+  from platonic_jax.encoders.core import micro_batch
+  assert [micro_batch(b, 4) for b in (16, 6, 9, 7, 4, 3)] == [4, 3, 3, 0, 0, 0]
+  assert micro_batch(16, 8) == 8 and micro_batch(12, 8) == 6 and micro_batch(11, 8) == 0
+  assert micro_batch(64, 0) == 0
+
+
+@pytest.mark.parametrize("arch", ["dinov2", "gpt2"])
+def test_cpu_micro_batches_give_the_whole_batch_features(arch, tmp_path, monkeypatch):
+  """The CPU micro-batch lax.map (CPU_MICRO_BATCH) against the batch run whole."""
+  from platonic_jax.encoders import gpt2
+  module = {"dinov2": dinov2, "gpt2": gpt2}[arch]
+  if arch == "dinov2":
+    directory, _ = fx.tiny_dinov2(str(tmp_path), swiglu=False)
+    items = fx.random_images(12, seed=4)
+  else:
+    directory, _ = fx.tiny_gpt2(str(tmp_path))
+    items = [f"caption number {i} " + "word " * (i % 5) for i in range(12)]
+  one = jax.devices()[:1]  # the whole batch on one device: 12 -> 4 micro-batches of 3
+  monkeypatch.setattr(module, "CPU_MICRO_BATCH", 3)
+  micro = encoders.load(directory, devices=one).encode(items, batch_size=12, layers="all")
+  monkeypatch.setattr(module, "CPU_MICRO_BATCH", 0)
+  whole = encoders.load(directory, devices=one).encode(items, batch_size=12, layers="all")
+  np.testing.assert_allclose(micro, whole, rtol=1e-5, atol=1e-6)
+
+
 # ----- text through load() (GPT-2 module and tokenizer are the text helper's) -------------
 
 def test_text_encoder_through_load_matches_torch_and_counts_truncation(tmp_path):

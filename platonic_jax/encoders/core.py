@@ -57,6 +57,17 @@ def resolve(name_or_dir: str) -> str:
   return path
 
 
+def micro_batch(batch: int, target: int) -> int:
+  """The micro-batch for a per-device batch and an architecture's CPU_MICRO_BATCH: the
+  largest divisor of ``batch`` not above ``target``, or 0 (run the batch whole) when
+  there is no target, the batch is no larger, or the divisor would be under half the
+  target (tiny micro-batches lose more to per-call overhead than caches give back)."""
+  if target <= 0 or batch <= target:
+    return 0
+  micro = max(d for d in range(1, target + 1) if batch % d == 0)
+  return micro if 2 * micro >= target else 0
+
+
 def _cast_kernels(params: Any, dtype) -> Any:
   """Matmul / conv weights (leaves named ``*kernel``) to ``dtype``; the rest stays float32."""
   def cast(path, x):
@@ -157,10 +168,23 @@ class Encoder:
       on_cpu = sharding.on_cpu(self.mesh)
       module = self.module
       n_in = 1 if self.modality == "image" else 2
+      micro_target = getattr(self.arch, "CPU_MICRO_BATCH", 0) if on_cpu else 0
 
-      def per_device(params, *inputs):
+      def forward(params, inputs):
         feats = module.apply({"params": params}, *inputs, pool=pool)
         return tuple(feats[i] for i in layers)
+
+      def per_device(params, *inputs):
+        b = inputs[0].shape[0]
+        micro = micro_batch(b, micro_target)
+        if not micro:
+          return forward(params, inputs)
+        # Micro-batches one after another (lax.map): each one's activations stay in
+        # the CPU caches (registry: CPU_MICRO_BATCH). Samples are independent, so the
+        # features are those of the whole batch.
+        parts = tuple(x.reshape(b // micro, micro, *x.shape[1:]) for x in inputs)
+        feats = jax.lax.map(lambda xs: forward(params, xs), parts)
+        return tuple(f.reshape(b, *f.shape[2:]) for f in feats)
 
       spec = P(sharding.DATA)
       options = getattr(self.arch, "CPU_COMPILER_OPTIONS", None) if on_cpu else None
