@@ -596,7 +596,8 @@ def cached_stage(workdir: str, name: str, key: str, fn, *, log=None) -> dict:
     if stored.get("key") == key:
       log(f"stage {name}: done ({path})")
       return stored["result"]
-  doc = json.dumps({"key": key, "result": features.jsonable(fn(), nonfinite_to_none=True, sort_keys=False)}, allow_nan=False)
+  result = features.jsonable(fn(), nonfinite_to_none=True, sort_keys=False)
+  doc = json.dumps({"key": key, "result": result}, allow_nan=False)
   features.atomic_write_bytes(path, doc.encode())
   return json.loads(doc)["result"]  # the same form as a cached result
 

@@ -13,7 +13,7 @@ row is kept (memory O(N * (k + tile))):
   blocks, and the states are merged at the end (k * devices candidates per row).
 * Each block's candidates enter the running top-k either through ``lax.top_k`` (GPU /
   TPU) or, on CPU devices, through the thresholded numba kernel of ``host_topk``
-  (XLA:CPU's top-k costs as much as the matmul; the kernel ~8% of it).
+  (XLA:CPU's top-k costs as much as the matmul; the kernel a few % of it).
 * Neighbours are ordered by similarity, ties toward the lower index (the reference's
   ``argsort`` leaves ties to the backend; DESIGN.md fixes them so results are
   reproducible and independent of tiles and devices).
@@ -161,7 +161,7 @@ def _knn_program(mesh, t: int, k: int, bf16: bool, host: bool):
       return vals[0], idx[0]
     # The merge gathers across devices. It is a separate program started once every
     # device has finished its sweep: a device done early would otherwise wait in the
-    # gather on a thread of the XLA:CPU pool, and with host callbacks in the sweep the
+    # gather on a thread of the XLA:CPU pool, and with the host top-k in the sweep the
     # busy devices can starve for that thread (seen as a 40 s rendezvous abort with 8
     # host devices on 2 cores).
     return merge(*jax.block_until_ready((vals, idx)))
@@ -231,25 +231,19 @@ def _use_host(select: str, mesh) -> bool:
   if select not in SELECTORS:
     raise ValueError(f"select must be one of {SELECTORS}, got {select!r}")
   on_cpu = sharding.on_cpu(mesh)
-  if select == "host":
-    if not on_cpu:
-      raise ValueError("select='host' runs the top-k on the host CPU and needs CPU devices; "
-                       "use select='xla' (or 'auto') on GPU/TPU")
-    if host_topk.unavailable_reason():
-      raise ValueError(f"select='host' cannot run: {host_topk.unavailable_reason()}; "
-                       "use select='xla'")
-    return True
-  if select == "auto" and on_cpu:
-    reason = host_topk.unavailable_reason()
-    if reason and reason not in _WARNED:
-      _WARNED.add(reason)
-      logging.warning("k-NN top-k falls back to XLA's (several times slower on CPU): %s",
-                      reason)
-    return reason is None
-  return False
-
-
-_WARNED: set = set()
+  if select == "host" and not on_cpu:
+    raise ValueError("select='host' runs the top-k on the host CPU and needs CPU devices; "
+                     "use select='xla' (or 'auto') on GPU/TPU")
+  if select == "xla" or not on_cpu:
+    return False
+  reason = host_topk.unavailable_reason()  # cached: the same for the whole process
+  if reason and select == "host":
+    raise ValueError(f"select='host' cannot run: {reason}; use select='xla'")
+  if reason:
+    logging.log_first_n(logging.WARNING,
+                        "k-NN top-k falls back to XLA's (several times slower on CPU): %s",
+                        1, reason)
+  return reason is None
 
 
 def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh, select="auto"):
