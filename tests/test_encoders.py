@@ -201,6 +201,21 @@ def test_position_interpolation_matches_torch_bicubic(n_in, n_out):
   np.testing.assert_allclose(ours[1:], ref[0].reshape(5, -1).T, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [1, 4, 6, 7, 12])
+def test_attention_matches_float64_softmax_attention(batch):
+  """CPU attention (groups of samples side by side, lax.map over groups) for batches that
+  are one group (1, 4), several (12), or leave a ragged divisor (6 -> 3, 7 -> 1)."""
+  rng = np.random.default_rng(batch)
+  q, k, v = (rng.normal(size=(batch, 9, 3, 4)) for _ in range(3))
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) * 0.5
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  ref = np.einsum("bhqk,bkhd->bqhd", probs, v)
+  ours = dinov2.attention(*(np.float32(x) for x in (q, k, v)), 0.5, np.float32)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-5, atol=1e-6)
+
+
 # ----- batching, devices, streaming ------------------------------------------------------
 
 def test_eight_devices_equal_one_and_batching_is_invisible(dinov2_ckpt, num_devices):
