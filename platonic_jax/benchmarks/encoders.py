@@ -46,7 +46,7 @@ def _parse(argv):
                       "where multi-threaded torch (OpenMP barriers) degrades far more than XLA")
   p.add_argument("--cpu-devices", "--cpu_devices", dest="cpu_devices", type=int, default=1,
                  help="XLA:CPU devices (e.g. one per core: the batch is split over them, each "
-                      "runs single-stream; 15-25%% faster for the transformers on 2 cores)")
+                      "runs single-stream; 0-10%% faster for the transformers on 2 cores)")
   p.add_argument("--no-gemm", "--no_gemm", dest="gemm", action="store_false",
                  help="skip the matmul peak and roofline rows (XLA vs torch on the dense layers' "
                       "matmul, and each model's share of it)")
