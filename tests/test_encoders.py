@@ -245,6 +245,18 @@ def test_layers_argument_shapes_and_errors(resnet_ckpt, images):
     enc.encode(images, layers="last")
 
 
+def test_encode_logs_progress_with_count_and_total(resnet_ckpt, images, monkeypatch, caplog):
+  from platonic_jax.encoders import core
+  monkeypatch.setattr(core, "PROGRESS_EVERY_S", 0.0)   # log after every batch
+  enc = encoders.load(resnet_ckpt[0])
+  with caplog.at_level("INFO", logger=core.__name__):
+    enc.encode(images * 4, batch_size=8)      # 20 items in batches of 8 (8 devices)
+    list(enc.encode_iter(iter(images * 2), batch_size=8))   # a generator: no total
+  lines = [r.getMessage() for r in caplog.records if "encoded" in r.getMessage()]
+  counts = [line.split("encoded ")[1].split(" items")[0] for line in lines]
+  assert counts == ["8/20", "16/20", "20/20", "8", "10"], lines
+
+
 # ----- errors ------------------------------------------------------------------------------
 
 def test_unreadable_image_names_its_index(resnet_ckpt):

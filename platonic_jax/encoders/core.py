@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Iterable, Iterator, Sequence
 
 import jax
@@ -31,6 +32,7 @@ from platonic_jax.encoders import preprocess, registry
 log = logging.getLogger(__name__)
 
 _TEXT_BUCKET = 16  # token-length granularity of compiled text shapes
+PROGRESS_EVERY_S = 30.0  # encode / encode_iter log their progress at INFO this often
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16,
            "bf16": jnp.bfloat16}
 # What a hub download fetches: configs, processor / tokenizer files, safetensors weights.
@@ -226,6 +228,8 @@ class Encoder:
 
     ``items`` may be any iterable (a generator over a dataset that does not fit in
     memory). Host preprocessing of batch i+1 overlaps the device computation of batch i.
+    Every ``PROGRESS_EVERY_S`` seconds the count of items done (of ``len(items)`` when
+    known) and the rate are logged at INFO.
     """
     if pool and pool not in self.pools:
       raise ValueError(f"unknown pool {pool!r} for {self.name!r}; choose from {self.pools}")
@@ -256,6 +260,20 @@ class Encoder:
         return outs[0]
       return np.stack(outs) if same_width else outs
 
+    total = f"/{len(items)}" if isinstance(items, Sequence) else ""
+    t0 = last_log = time.perf_counter()
+    done = 0
+
+    def progress(n):
+      # Long extractions (tens of thousands of images on a CPU) report how far they are.
+      nonlocal done, last_log
+      done += n
+      now = time.perf_counter()
+      if now - last_log >= PROGRESS_EVERY_S:
+        last_log = now
+        log.info("%s: encoded %d%s items, %.1f items/s", self.name, done, total,
+                 done / (now - t0))
+
     pending = None
     for start, chunk in chunks():
       inputs = self._inputs(chunk, start)
@@ -264,9 +282,11 @@ class Encoder:
       outs = fn(self.params, *[jax.device_put(x, in_sharding) for x in inputs])  # async
       if pending is not None:
         yield finish(pending)
+        progress(pending[1])
       pending = (outs, n)
     if pending is not None:
       yield finish(pending)
+      progress(pending[1])
     if self.num_truncated:
       log.warning("%s: %d texts were longer than max_length=%d tokens and were truncated",
                   self.name, self.num_truncated, self.max_length)
