@@ -141,6 +141,7 @@ def _bench_model(name, args, dtypes, rows, roofline):
     return out.pooler_output.float().numpy()
 
   ref = torch_feature(torch_ref()())
+  # GFLOP per unit of throughput: per image, or per token (one sample / seq tokens).
   gflop = _model_gflop(arch, config, jax_inputs) / (per_call // args.batch) if args.gemm else None
   variants = {"fp32": [("eager", dict())], "bf16": [("autocast", dict(autocast=True))]}
   if name == "resnet18":
@@ -253,8 +254,10 @@ def _model_gflop(arch, config, inputs) -> float:
 
 def _print_roofline(roofline: dict, peaks: dict) -> None:
   """Each model's achieved GFLOP/s as a share of the best matmul rate measured in this run,
-  and the share a platonic_jax 1.5x faster than the best PyTorch variant would need: above
-  ~90% (what a lone matmul reaches) no implementation can get there on this machine."""
+  and the share a platonic_jax 1.5x faster than the best PyTorch variant would need. 100%
+  would be the whole forward pass (norms, softmax, activations, small attention matmuls
+  included) running as fast as the bare matmuls: a share near or above it is out of
+  reach on this machine."""
   print("\nRoofline: model GFLOP/s as a share of the best matmul rate of this run "
         "(peak = max of XLA's and torch's, above):")
   print("model     dtype  GFLOP/item  peak GFLOP/s  torch best  platonic_jax  1.5x torch would need")
