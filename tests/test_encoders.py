@@ -354,13 +354,16 @@ def test_micro_batch_choice():
   assert micro_batch(64, 0) == 0
 
 
-@pytest.mark.parametrize("arch", ["dinov2", "gpt2"])
+@pytest.mark.parametrize("arch", ["dinov2", "gpt2", "resnet"])
 def test_cpu_micro_batches_give_the_whole_batch_features(arch, tmp_path, monkeypatch):
   """The CPU micro-batch lax.map (CPU_MICRO_BATCH) against the batch run whole."""
   from platonic_jax.encoders import gpt2
-  module = {"dinov2": dinov2, "gpt2": gpt2}[arch]
+  module = {"dinov2": dinov2, "gpt2": gpt2, "resnet": resnet}[arch]
   if arch == "dinov2":
     directory, _ = fx.tiny_dinov2(str(tmp_path), swiglu=False)
+    items = fx.random_images(12, seed=4)
+  elif arch == "resnet":
+    directory, _ = fx.tiny_resnet(str(tmp_path), "basic")
     items = fx.random_images(12, seed=4)
   else:
     directory, _ = fx.tiny_gpt2(str(tmp_path))
@@ -370,7 +373,9 @@ def test_cpu_micro_batches_give_the_whole_batch_features(arch, tmp_path, monkeyp
   micro = encoders.load(directory, devices=one).encode(items, batch_size=12, layers="all")
   monkeypatch.setattr(module, "CPU_MICRO_BATCH", 0)
   whole = encoders.load(directory, devices=one).encode(items, batch_size=12, layers="all")
-  np.testing.assert_allclose(micro, whole, rtol=1e-5, atol=1e-6)
+  assert len(micro) == len(whole)
+  for m, w in zip(micro, whole):   # ResNet: a list of [N, D_l]; others: [L, N, D]
+    np.testing.assert_allclose(m, w, rtol=1e-5, atol=1e-6)
 
 
 # ----- text through load() (GPT-2 module and tokenizer are the text helper's) -------------
