@@ -42,12 +42,6 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ",".join(
 # direct convolutions (their libraries choose algorithms themselves).
 WINOGRAD_MIN_CHANNELS = 256
 
-# XLA:CPU: micro-batches of 4 images (encoders/core.py; see dinov2.py): ResNet-18 fp32
-# +2-8% at batch 16 (five interleaved A/B runs, 40.6 -> 42.8 img/s in one); bf16 within
-# 1-4% either way. The per-micro-batch activations (4 x 112 x 112 x 64 floats after the
-# stem) stay nearer the caches, and the program's temporaries are 4x smaller to fault in.
-CPU_MICRO_BATCH = 4
-
 _BN_EPS = 1e-5           # torch.nn.BatchNorm2d default; HF ResNet does not change it
 _REDUCTION = 4           # HF ResNetBottleNeckLayer(reduction=4); not a config field
 
