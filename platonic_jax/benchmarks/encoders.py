@@ -2,7 +2,7 @@
 
     python -m platonic_jax.benchmarks.encoders [--models=resnet18,gpt2,dinov2-s,dinov2-b]
         [--batch=16] [--seq=77] [--image=224] [--seconds=8] [--threads=N] [--dtypes=fp32,bf16]
-        [--cpu-devices=N] [--no-gemm] [--xla_flags="..."]
+        [--cpu-devices=N] [--no-gemm] [--torch-device=cpu|cuda] [--xla_flags="..."]
 
 Full-size models are built from configs with random weights (no download); the PyTorch
 model's weights are converted with the same ``convert`` that loads checkpoints, and the
@@ -50,6 +50,10 @@ def _parse(argv):
   p.add_argument("--no-gemm", "--no_gemm", dest="gemm", action="store_false",
                  help="skip the matmul peak and roofline rows (XLA vs torch on the dense layers' "
                       "matmul, and each model's share of it)")
+  p.add_argument("--torch-device", "--torch_device", dest="torch_device", default="cpu",
+                 choices=("cpu", "cuda"),
+                 help="where PyTorch runs: on a GPU machine give cuda (JAX uses its default "
+                      "backend); fp32 rows then run without TF32 on both sides")
   p.add_argument("--xla_flags", default=None,
                  help="extra XLA_FLAGS, set before jax starts (e.g. "
                       "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce,individual_convolution)")
@@ -107,11 +111,13 @@ def _bench_model(name, args, dtypes, rows, roofline):
   arch = registry.get(config.model_type)
   sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
   params = arch.convert(sd, config)
+  dev = torch.device(args.torch_device)
+  tmodel = tmodel.to(dev)
   rng = np.random.default_rng(0)
   if arch.MODALITY == "image":
     x = rng.normal(size=(args.batch, args.image, args.image, 3)).astype(np.float32)
     jax_inputs = (x,)
-    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
     torch_inputs = lambda cl: dict(pixel_values=tx.contiguous(  # noqa: E731
         memory_format=torch.channels_last) if cl else tx)
     per_call, unit = args.batch, "img/s"
@@ -119,8 +125,8 @@ def _bench_model(name, args, dtypes, rows, roofline):
     ids = rng.integers(0, config.vocab_size, (args.batch, args.seq)).astype(np.int32)
     mask = np.ones_like(ids)
     jax_inputs = (ids, mask)
-    torch_inputs = lambda cl: dict(input_ids=torch.from_numpy(ids.astype(np.int64)),  # noqa: E731
-                                   attention_mask=torch.from_numpy(mask.astype(np.int64)))
+    torch_inputs = lambda cl: dict(input_ids=torch.from_numpy(ids.astype(np.int64)).to(dev),  # noqa: E731
+                                   attention_mask=torch.from_numpy(mask.astype(np.int64)).to(dev))
     per_call, unit = args.batch * args.seq, "tok/s"
 
   def torch_ref(cl=False, autocast=False):
@@ -128,17 +134,19 @@ def _bench_model(name, args, dtypes, rows, roofline):
     inputs = torch_inputs(cl)
 
     def run():
-      with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+      with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         out = model(**inputs, output_hidden_states=arch.MODALITY == "text")
+      if dev.type == "cuda":
+        torch.cuda.synchronize()   # CUDA calls return before the work is done
       return out
     return run
 
   def torch_feature(out):
     if name == "resnet18":
-      return out.pooler_output[:, :, 0, 0].float().numpy()
+      return out.pooler_output[:, :, 0, 0].float().cpu().numpy()
     if name == "gpt2":
-      return out.hidden_states[-1].float().mean(1).numpy()   # all tokens real: plain mean
-    return out.pooler_output.float().numpy()
+      return out.hidden_states[-1].float().mean(1).cpu().numpy()   # all tokens real: plain mean
+    return out.pooler_output.float().cpu().numpy()
 
   ref = torch_feature(torch_ref()())
   # GFLOP per unit of throughput: per image, or per token (one sample / seq tokens).
@@ -180,7 +188,7 @@ def _bench_model(name, args, dtypes, rows, roofline):
 _PEAK_SHAPES = ((16 * 257, 768, 3072), (16 * 77, 768, 3072))
 
 
-def _gemm_peak(dtypes, shapes=_PEAK_SHAPES, reps: int = 8) -> dict:
+def _gemm_peak(dtypes, shapes=_PEAK_SHAPES, reps: int = 8, torch_device: str = "cpu") -> dict:
   """{dtype: (XLA GFLOP/s, torch GFLOP/s)}: the best rate of one matmul of ``shapes``.
 
   Each library runs ``reps`` matmuls into one reused output (XLA: a fori_loop whose carry
@@ -223,12 +231,15 @@ def _gemm_peak(dtypes, shapes=_PEAK_SHAPES, reps: int = 8) -> dict:
         return jax.lax.fori_loop(0, reps, step, (a, jnp.zeros((m, n), jnp.float32)))[1]
 
       ja, jb = jnp.asarray(a, jd), jnp.asarray(b, jd)
-      ta, tb = torch.from_numpy(a).to(td), torch.from_numpy(b).to(td)
-      tc = torch.empty((m, n), dtype=td)
+      ta = torch.from_numpy(a).to(device=torch_device, dtype=td)
+      tb = torch.from_numpy(b).to(device=torch_device, dtype=td)
+      tc = torch.empty((m, n), dtype=td, device=torch_device)
 
       def torch_loop():
         for _ in range(reps):
           torch.matmul(ta, tb, out=tc)
+        if torch_device == "cuda":
+          torch.cuda.synchronize()
 
       flop = 2 * m * k * n * reps
       rates.append((flop / best_time(lambda: loop(ja, jb).block_until_ready()) / 1e9,
@@ -285,6 +296,13 @@ def main(argv=None):
   import torch
   threads = args.threads or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
+  if args.torch_device == "cuda":
+    if not torch.cuda.is_available():
+      raise SystemExit(f"--torch-device=cuda, but this torch ({torch.__version__}) sees no CUDA "
+                       "device: install a CUDA build of torch on the GPU machine, or drop the flag")
+    # fp32 means fp32: cuDNN convolutions default to TF32, the encoders run HIGHEST.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
   print(f"devices: {jax.devices()}  torch threads: {threads}  batch: {args.batch}  "
         f"image: {args.image}px  seq: {args.seq}  XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}  "
         f"load average: {os.getloadavg()[0]:.1f}", flush=True)
@@ -296,7 +314,7 @@ def main(argv=None):
   for r in rows:
     print(format_row(r))
   if args.gemm:
-    peaks = _gemm_peak(dtypes)
+    peaks = _gemm_peak(dtypes, torch_device=args.torch_device)
     print(f"\nMatmul peak: best of {', '.join('x'.join(map(str, s)) for s in _PEAK_SHAPES)} "
           "(M x K x N), 8 in a loop into one reused output, best of 5:")
     for dt, (xla, tch) in peaks.items():
