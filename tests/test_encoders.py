@@ -175,6 +175,7 @@ def test_dinov2_parity_non_native_size(dinov2_ckpt, images):
   out = _torch_hidden(model, directory, images)
   assert out.hidden_states[0].shape[1] == 1 + 3 * 4
   enc = encoders.load(directory)
+  assert enc.module.attention_group == dinov2.CPU_ATTENTION_GROUP   # the CPU variant
   cls = enc.encode(images, batch_size=8, layers="all")
   mean = enc.encode(images, batch_size=8, layers="all", pool="mean")
   hs = [h.double().numpy() for h in out.hidden_states[:-1]] + [out.last_hidden_state.double().numpy()]
@@ -202,16 +203,18 @@ def test_position_interpolation_matches_torch_bicubic(n_in, n_out):
 
 
 @pytest.mark.parametrize("batch", [1, 4, 6, 7, 12])
-def test_attention_matches_float64_softmax_attention(batch):
-  """CPU attention (groups of samples side by side, lax.map over groups) for batches that
-  are one group (1, 4), several (12), or leave a ragged divisor (6 -> 3, 7 -> 1)."""
+@pytest.mark.parametrize("group", [0, 4])
+def test_attention_matches_float64_softmax_attention(batch, group):
+  """Batched attention (group 0) and the CPU form (groups of samples side by side,
+  lax.map over groups) for batches that are one group (1, 4), several (12), or leave a
+  ragged divisor (6 -> 3, 7 -> 1)."""
   rng = np.random.default_rng(batch)
   q, k, v = (rng.normal(size=(batch, 9, 3, 4)) for _ in range(3))
   logits = np.einsum("bqhd,bkhd->bhqk", q, k) * 0.5
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
   ref = np.einsum("bhqk,bkhd->bqhd", probs, v)
-  ours = dinov2.attention(*(np.float32(x) for x in (q, k, v)), 0.5, np.float32)
+  ours = dinov2.attention(*(np.float32(x) for x in (q, k, v)), 0.5, np.float32, group)
   assert ours.shape == ref.shape
   np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-5, atol=1e-6)
 

@@ -12,8 +12,8 @@ from platonic_jax.encoders import registry
 def test_model_gflop_counts_every_matmul_of_one_sample():
   """Against the analytic matmul count of a small DINOv2 (patch embedding, dense layers,
   both attention matmuls, here 40% of the total): XLA's count adds only elementwise work
-  (norms, softmax, GELU), a few percent. Costing the 8-image batch and dividing by 8
-  would count the CPU attention's group loop once and miss half of the attention."""
+  (norms, softmax, GELU), a few percent. (``_model_gflop`` costs the plain module: the
+  CPU variant's attention loop over groups of samples would be counted once.)"""
   d, layers, side, patch = 64, 2, 224, 14
   config = transformers.Dinov2Config(hidden_size=d, num_attention_heads=4,
                                      num_hidden_layers=layers, mlp_ratio=4,

@@ -250,8 +250,8 @@ def _gemm_peak(dtypes, shapes=_PEAK_SHAPES, reps: int = 8, torch_device: str = "
 
 def _model_gflop(arch, config, inputs) -> float:
   """GFLOP of one forward of the first sample of ``inputs`` (XLA's cost analysis of the
-  plain module: direct convolutions, no micro-batches). One sample, because the cost
-  analysis counts a loop body once and the CPU attention loops over groups of samples."""
+  plain module: direct convolutions, batched attention, no micro-batch loop; the cost
+  analysis would count a loop body once, as the CPU variants' loops would be)."""
   import jax
   import jax.numpy as jnp
   one = tuple(x[:1] for x in inputs)

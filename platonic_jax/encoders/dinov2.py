@@ -85,25 +85,26 @@ def _attend(q, k, v, scale, dtype):
                     precision=prec, preferred_element_type=jnp.float32)
 
 
-# XLA:CPU attention runs this many samples side by side (see ``attention``).
-_CPU_ATTENTION_GROUP = 4
+# XLA:CPU attention runs this many samples side by side (see ``attention``, ``cpu_variant``).
+CPU_ATTENTION_GROUP = 4
 
 
-def attention(q, k, v, scale: float, dtype) -> jax.Array:
+def attention(q, k, v, scale: float, dtype, group: int = 0) -> jax.Array:
   """Bidirectional multi-head attention, q, k, v: [B, T, H, d] -> [B, T, H, d] float32.
 
-  On XLA:CPU one sample's attention is a handful of small dots (H matrices of T x T) that
-  keep one core busy at best, and the batched [B, H] dot over many of them runs slower
-  still. So CPU writes up to 4 samples as independent ops, which XLA's thunk executor
-  runs side by side on its threads, and maps over such groups (``lax.map``) when the
-  batch is larger. At DINOv2-S shapes (batch 16 in micro-batches of 4, 257 tokens, fp32)
-  one layer's attention: batched 35 ms, a ``lax.map`` over samples 31 ms, groups of 4
-  independent samples 23 ms (PyTorch SDPA 17 ms). GPUs / TPUs keep the batched einsum.
+  ``group`` = 0: one batched einsum over [B, H] (GPUs / TPUs). ``group`` = g > 0 (CPU
+  meshes, ``cpu_variant``): up to g samples written as independent ops, which XLA's
+  thunk executor runs side by side on its threads, and a ``lax.map`` over such groups
+  when the batch is larger. On XLA:CPU one sample's attention is a handful of small dots
+  (H matrices of T x T) that keep one core busy at best, and the batched dot over many
+  of them runs slower still. At DINOv2-S shapes (batch 16 in micro-batches of 4, 257
+  tokens, fp32) one layer's attention: batched 35 ms, a ``lax.map`` over samples 31 ms,
+  groups of 4 independent samples 23 ms (PyTorch SDPA 17 ms).
   """
-  if jax.default_backend() != "cpu":
+  if not group:
     return _attend(q, k, v, scale, dtype)
   b = q.shape[0]
-  g = max(n for n in range(1, _CPU_ATTENTION_GROUP + 1) if b % n == 0)
+  g = max(n for n in range(1, group + 1) if b % n == 0)
 
   def side_by_side(qkv):   # g samples, [g, T, H, d] each
     return jnp.stack([_attend(*(x[i] for x in qkv), scale, dtype) for i in range(g)])
@@ -123,6 +124,7 @@ class Block(nn.Module):
   act: str
   eps: float
   dtype: jnp.dtype
+  attention_group: int = 0   # 0: batched attention; > 0: CPU groups (``attention``)
 
   @nn.compact
   def __call__(self, x):
@@ -133,7 +135,7 @@ class Block(nn.Module):
     h = common.layer_norm(x, p("norm1_scale", (d,)), p("norm1_bias", (d,)), self.eps)
     qkv = common.dense(h, p("qkv_kernel", (d, 3 * hd)), p("qkv_bias", (3 * hd,)), self.dtype)
     q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, self.head_dim), 3, axis=2)
-    attn = attention(q, k, v, self.head_dim ** -0.5, self.dtype)
+    attn = attention(q, k, v, self.head_dim ** -0.5, self.dtype, self.attention_group)
     attn = common.dense(attn.reshape(b, t, hd), p("out_kernel", (hd, d)), p("out_bias", (d,)),
                         self.dtype)
     x = x + attn * p("ls1", (d,))
@@ -178,6 +180,7 @@ class Dinov2(nn.Module):
   patch: int
   num_positions: int
   dtype: jnp.dtype = jnp.float32
+  attention_group: int = 0   # 0: batched attention; > 0: CPU groups (``cpu_variant``)
 
   @nn.compact
   def __call__(self, pixel_values, pool: str = ""):
@@ -199,7 +202,7 @@ class Dinov2(nn.Module):
     feats = [x]
     for i in range(self.num_layers):
       x = Block(self.num_heads, self.head_dim, self.mlp_hidden, self.swiglu, self.act,
-                self.eps, self.dtype, name=f"layer{i}")(x)
+                self.eps, self.dtype, self.attention_group, name=f"layer{i}")(x)
       feats.append(x)
     feats[-1] = common.layer_norm(x, self.param("norm_scale", nn.initializers.zeros, (d,)),
                                   self.param("norm_bias", nn.initializers.zeros, (d,)), self.eps)
@@ -240,6 +243,12 @@ def build(hf_config, dtype=jnp.float32) -> Dinov2:
                 swiglu=bool(hf_config.use_swiglu_ffn), act=hf_config.hidden_act,
                 eps=hf_config.layer_norm_eps, patch=_patch_size(hf_config),
                 num_positions=_num_positions(hf_config), dtype=dtype)
+
+
+def cpu_variant(module: Dinov2, params: dict) -> tuple[Dinov2, dict]:
+  """The module for a CPU mesh (registry contract): attention in groups of
+  CPU_ATTENTION_GROUP samples side by side (``attention``); same params, same bits."""
+  return module.clone(attention_group=CPU_ATTENTION_GROUP), params
 
 
 # transformers 5 renames checkpoints in memory (conversion_mapping.py) but saves and

@@ -27,7 +27,8 @@ Contract of an architecture module (one file per architecture, one entry here):
     def cpu_variant(module, params) -> (module, params)   # optional: when every device
         # of the mesh is a CPU, the module (and its params, converted once at load) that
         # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
-        # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters.
+        # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters,
+        # DINOv2's attention over groups of samples side by side.
 
 Adding an architecture = writing that module and adding it to ``_ARCHITECTURES`` below
 (a plain tuple of imported modules, no string-to-import lookups).
