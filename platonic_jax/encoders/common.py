@@ -43,6 +43,21 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, dtype) -> j
       precision=precision(dtype), preferred_element_type=jnp.float32)
 
 
+def largest_divisor(n: int, cap: int) -> int:
+  """The largest divisor of ``n`` that is at most ``cap`` (>= 1)."""
+  return max(d for d in range(1, cap + 1) if n % d == 0)
+
+
+def map_chunks(fn: Callable, inputs: tuple, size: int):
+  """``fn(*chunk)`` over consecutive chunks of ``size`` rows of every array of ``inputs``,
+  one after another (``lax.map``); the outputs (a pytree of [size, ...] arrays) are joined
+  back into [B, ...]. B = ``inputs[0].shape[0]`` must be a multiple of ``size``."""
+  b = inputs[0].shape[0]
+  chunks = tuple(x.reshape(b // size, size, *x.shape[1:]) for x in inputs)
+  out = jax.lax.map(lambda xs: fn(*xs), chunks)
+  return jax.tree.map(lambda y: y.reshape(b, *y.shape[2:]), out)
+
+
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
   """torch.nn.LayerNorm over the last axis, in float32 (two-pass variance, biased)."""
   x = x.astype(jnp.float32)

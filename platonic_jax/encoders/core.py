@@ -27,7 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from platonic_jax import sharding
 from platonic_jax.encoders import convert as convert_lib
-from platonic_jax.encoders import preprocess, registry
+from platonic_jax.encoders import common, preprocess, registry
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def micro_batch(batch: int, target: int) -> int:
   target (tiny micro-batches lose more to per-call overhead than caches give back)."""
   if target <= 0 or batch <= target:
     return 0
-  micro = max(d for d in range(1, target + 1) if batch % d == 0)
+  micro = common.largest_divisor(batch, target)
   return micro if 2 * micro >= target else 0
 
 
@@ -184,9 +184,7 @@ class Encoder:
         # Micro-batches one after another (lax.map): each one's activations stay in
         # the CPU caches (registry: CPU_MICRO_BATCH). Samples are independent, so the
         # features are those of the whole batch.
-        parts = tuple(x.reshape(b // micro, micro, *x.shape[1:]) for x in inputs)
-        feats = jax.lax.map(lambda xs: forward(params, xs), parts)
-        return tuple(f.reshape(b, *f.shape[2:]) for f in feats)
+        return common.map_chunks(lambda *xs: forward(params, xs), inputs, micro)
 
       spec = P(sharding.DATA)
       options = getattr(self.arch, "CPU_COMPILER_OPTIONS", None) if on_cpu else None

@@ -103,16 +103,14 @@ def attention(q, k, v, scale: float, dtype, group: int = 0) -> jax.Array:
   """
   if not group:
     return _attend(q, k, v, scale, dtype)
-  b = q.shape[0]
-  g = max(n for n in range(1, group + 1) if b % n == 0)
+  g = common.largest_divisor(q.shape[0], group)
 
-  def side_by_side(qkv):   # g samples, [g, T, H, d] each
+  def side_by_side(*qkv):   # g samples, [g, T, H, d] each
     return jnp.stack([_attend(*(x[i] for x in qkv), scale, dtype) for i in range(g)])
 
-  if b == g:
-    return side_by_side((q, k, v))
-  groups = tuple(x.reshape(b // g, g, *x.shape[1:]) for x in (q, k, v))
-  return jax.lax.map(side_by_side, groups).reshape(q.shape)
+  if q.shape[0] == g:
+    return side_by_side(q, k, v)
+  return common.map_chunks(side_by_side, (q, k, v), g)
 
 
 class Block(nn.Module):
