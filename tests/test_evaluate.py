@@ -1,7 +1,6 @@
 """Evaluation stages: retrieval vs brute force, bootstrap coverage, tables, baselines."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -9,8 +8,6 @@ import pytest
 from platonic_jax import evaluate
 from test_metrics import ref_lcs, ref_lev  # the float64 references of the metrics tests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 # ---------------------------------------------------------------------------------------

@@ -78,7 +78,6 @@ def test_different_config_never_reused(tmp_path):
 
 
 def test_feature_spec_ignores_training_fields_but_not_encoder_fields():
-  sys.path.insert(0, os.path.join(ROOT, "configs"))
   from configs import synthetic  # noqa: E402
   c = synthetic.get_config("tiny")
   key = features.spec_key(features.feature_spec(c))
@@ -169,7 +168,6 @@ def test_bad_chunks_raise(tmp_path):
 
 
 def test_extract_all_synthetic(tmp_path):
-  sys.path.insert(0, os.path.join(ROOT, "configs"))
   from configs import synthetic
   c = synthetic.get_config("tiny")
   c.eval.feature_chunk_size = 100
@@ -195,7 +193,6 @@ def test_extract_all_synthetic(tmp_path):
 
 @pytest.fixture(scope="module")
 def flickr_setup(tmp_path_factory):
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
   import hf_fixtures
   from test_data_tfds import make_flickr
   root = tmp_path_factory.mktemp("flickr_feats")

@@ -2,15 +2,12 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
 from platonic_jax import report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def _results(rng):
