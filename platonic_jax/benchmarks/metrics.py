@@ -129,7 +129,7 @@ def run_one(metric: str, n: int, tile: int) -> dict:
   if variant == "bf16":  # how far the bf16 neighbour sets are from fp32 ones (on a)
     _, i16 = metrics.nearest_neighbors(a, K, tile=tile, precision="bf16")
     _, i32 = metrics.nearest_neighbors(a, K, tile=tile)
-    row["bf16_neighbour_overlap"] = float(metrics.knn._mutual_from_idx(i32, i16))
+    row["bf16_neighbour_overlap"] = float(metrics.knn.mutual_from_idx(i32, i16))
     row["bf16_exact_lists"] = float((np.asarray(i16) == np.asarray(i32)).all(1).mean())
   row["peak_rss_mb"] = _peak_rss_mb()
   return row

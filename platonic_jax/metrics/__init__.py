@@ -18,31 +18,19 @@ from typing import Callable
 
 import numpy as np
 
-from platonic_jax.metrics import _checks
-from platonic_jax.metrics import knn as _knn
+from platonic_jax.metrics import _checks, registry, tiling
+from platonic_jax.metrics import knn
 from platonic_jax.metrics.kernels import cka, cknna, svcca, unbiased_cka
 from platonic_jax.metrics.knn import (
     cycle_knn, edit_distance_knn, lcs_knn, mutual_knn, nearest_neighbors)
+from platonic_jax.metrics.registry import NEIGHBOUR_METRICS, Metric
 
-METRICS: dict[str, Callable[..., float]] = {
-    "mutual_knn": mutual_knn,
-    "cycle_knn": cycle_knn,
-    "lcs_knn": lcs_knn,
-    "edit_distance_knn": edit_distance_knn,
-    "cka": cka,
-    "unbiased_cka": unbiased_cka,
-    "cknna": cknna,
-    "svcca": svcca,
-}
-NEIGHBOUR_METRICS = tuple(_knn.COMBINE)  # mutual, cycle, lcs, edit distance
+# name -> function (the public API); the records with everything else are registry.REGISTRY.
+METRICS: dict[str, Callable[..., float]] = {n: m.fn for n, m in registry.REGISTRY.items()}
 
-__all__ = ["METRICS", "cka", "cknna", "cycle_knn", "edit_distance_knn", "lcs_knn",
-           "mutual_knn", "nearest_neighbors", "prepare", "score", "svcca", "unbiased_cka"]
-
-
-def _check_metric(metric: str) -> None:
-  if metric not in METRICS:
-    raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)}")
+__all__ = ["METRICS", "Metric", "NEIGHBOUR_METRICS", "cka", "cknna", "cycle_knn",
+           "edit_distance_knn", "lcs_knn", "mutual_knn", "nearest_neighbors", "prepare",
+           "registry", "score", "svcca", "tiling", "unbiased_cka"]
 
 
 def prepare(feats, q: float = 0.95, exact: bool = False) -> np.ndarray:
@@ -107,7 +95,7 @@ def score(a, b, metric: str = "mutual_knn", *, normalize: bool = True, **kw):
   (0, None) when no pair scores above 0; here the true maximum and its pair are
   returned. Apply ``prepare`` first for the reference's outlier clamp.
   """
-  _check_metric(metric)
+  record = registry.get(metric)
   la, lb = _layers(a, "a"), _layers(b, "b")
   if la.shape[1] != lb.shape[1]:
     raise ValueError(
@@ -116,20 +104,19 @@ def score(a, b, metric: str = "mutual_knn", *, normalize: bool = True, **kw):
   if normalize:
     la, lb = _l2_normalize(la), _l2_normalize(lb)
   values = np.empty((la.shape[0], lb.shape[0]))
-  if metric in NEIGHBOUR_METRICS:
+  unknown = set(kw) - set(record.options)
+  if unknown:
+    raise ValueError(f"{metric} got unexpected arguments {sorted(unknown)}; it takes "
+                     f"{list(record.options)}")
+  if record.is_neighbour:
     kw = dict(kw)
-    k = _checks.check_k(kw.pop("k", 10), la.shape[1])
-    unknown = set(kw) - {"tile", "precision", "mesh"}
-    if unknown:
-      raise ValueError(f"{metric} got unexpected arguments {sorted(unknown)}")
-    nn = lambda x: _knn._knn_checked(x, k, tile=kw.get("tile", _knn.DEFAULT_TILE),
-                                     precision=kw.get("precision", "fp32"),
-                                     mesh=kw.get("mesh"))[1]
-    ia, ib = [nn(x) for x in la], [nn(x) for x in lb]
+    k = kw.pop("k", 10)
+    ia = [nearest_neighbors(x, k, **kw)[1] for x in la]
+    ib = [nearest_neighbors(x, k, **kw)[1] for x in lb]
     for i, j in np.ndindex(*values.shape):
-      values[i, j] = float(_knn.COMBINE[metric](ia[i], ib[j]))
+      values[i, j] = float(record.neighbour_score(ia[i], ib[j]))
   else:
     for i, j in np.ndindex(*values.shape):
-      values[i, j] = METRICS[metric](la[i], lb[j], **kw)
+      values[i, j] = record.fn(la[i], lb[j], **kw)
   i, j = np.unravel_index(np.argmax(values), values.shape)
   return float(values[i, j]), (int(i), int(j))

@@ -17,13 +17,7 @@ import numpy as np
 
 from platonic_jax import metrics
 
-_NEIGHBOUR = set(metrics.NEIGHBOUR_METRICS)
-_TAKES = {  # which options each metric accepts
-    "k": _NEIGHBOUR | {"cknna"},
-    "tile": _NEIGHBOUR | {"cknna", "cka"},
-    "precision": _NEIGHBOUR,
-    "kernel": {"cka"}, "sigma": {"cka"}, "cca_dim": {"svcca"},
-}
+_FLAGS = ("k", "tile", "precision", "kernel", "sigma", "cca_dim")  # the metric options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--kernel", default="linear", choices=("linear", "rbf"), help="cka kernel")
   p.add_argument("--sigma", type=float, default=1.0, help="RBF bandwidth (cka)")
   p.add_argument("--cca-dim", dest="cca_dim", type=int, default=10, help="svcca dimension")
-  p.add_argument("--tile", type=int, default=metrics.knn.DEFAULT_TILE,
+  p.add_argument("--tile", type=int, default=metrics.tiling.DEFAULT_TILE,
                  help="rows per block (speed / memory only)")
   p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                  help="k-NN similarity precision (bf16: opt-in, faster on matrix units)")
@@ -61,7 +55,8 @@ def _load(path: str) -> np.ndarray:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
-  kw = {name: getattr(args, name) for name, users in _TAKES.items() if args.metric in users}
+  takes = metrics.registry.get(args.metric).options
+  kw = {name: getattr(args, name) for name in _FLAGS if name in takes}
   try:
     a = metrics.prepare(_load(args.a), q=args.q, exact=args.exact)
     b = metrics.prepare(_load(args.b), q=args.q, exact=args.exact)

@@ -22,11 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
-import scipy.linalg  # a dependency of jax itself
 
 from platonic_jax import sharding
 from platonic_jax.metrics import _checks
 from platonic_jax.metrics import knn as knn_lib
+from platonic_jax.metrics import tiling
 
 _HI = lax.Precision.HIGHEST  # true fp32 products on TPU/GPU as well as CPU
 
@@ -64,7 +64,7 @@ def _rows_program(mesh, mode: str, chunk: int):
 
     def total(fn, init):  # sum over this device's chunks, then over devices
       out = lax.fori_loop(0, steps, lambda s, acc: jax.tree.map(jnp.add, acc, fn(s)),
-                          knn_lib.varying(init))
+                          tiling.varying(init))
       return jax.tree.map(psum, out)
 
     da, db = a.shape[1], b.shape[1]
@@ -118,7 +118,7 @@ def _rows_program(mesh, mode: str, chunk: int):
 
 
 def _row_stats(a, b, mode, mesh):
-  mesh = knn_lib.default_mesh() if mesh is None else mesh
+  mesh = tiling.default_mesh() if mesh is None else mesh
   ndev = mesh.devices.size
   n = a.shape[0]
   m = -(-n // ndev)  # rows per device
@@ -169,8 +169,8 @@ def _device_rbf(a, b, pi, pj, ok, inv2s2, shift, *, t):
     sums, rk, rl = carry
     bi, bj, valid = pi[p], pj[p], ok[p]
     # No padding: a ragged last tile is read as [n - t, n), its rows / columns that
-    # belong to the previous tile masked (knn_lib._tile_start).
-    si, sj = knn_lib._tile_start(bi, t, n), knn_lib._tile_start(bj, t, n)
+    # belong to the previous tile masked (tiling.tile_start).
+    si, sj = tiling.tile_start(bi, t, n), tiling.tile_start(bj, t, n)
     r, c = si + local, sj + local
     keep = (r[:, None] >= bi * t) & (c[None, :] >= bj * t) & valid
     k = kernel(a, qa, shift[0], si, sj, keep)
@@ -188,7 +188,7 @@ def _device_rbf(a, b, pi, pj, ok, inv2s2, shift, *, t):
         rl, lax.dynamic_slice_in_dim(rl, sj, t) + off * l.sum(0), sj, 0)
     return sums, rk, rl
 
-  init = knn_lib.varying((jnp.zeros((pi.shape[0], 3), jnp.float32), jnp.zeros(n), jnp.zeros(n)))
+  init = tiling.varying((jnp.zeros((pi.shape[0], 3), jnp.float32), jnp.zeros(n), jnp.zeros(n)))
   sums, rk, rl = lax.fori_loop(0, pi.shape[0], body, init)
   return sums[None], rk[None], rl[None]
 
@@ -211,10 +211,10 @@ def _rbf_program(mesh, t: int):
 def _cka_rbf(a, b, sigma, tile, mesh):
   if not (np.isfinite(sigma) and sigma > 0):
     raise ValueError(f"sigma must be a positive finite RBF bandwidth, got {sigma!r}")
-  mesh = knn_lib.default_mesh() if mesh is None else mesh
+  mesh = tiling.default_mesh() if mesh is None else mesh
   n = a.shape[0]
-  t = knn_lib.effective_tile(n, _checks.check_tile(tile))
-  pi, pj, ok = knn_lib._block_pairs(-(-n // t), mesh.devices.size)
+  t = tiling.effective_tile(n, _checks.check_tile(tile))
+  pi, pj, ok = tiling.block_pairs(-(-n // t), mesh.devices.size)
   def typical(x):  # exp(-E|x_i - x_j|^2 / 2 sigma^2), E over all pairs, in float64
     # Row chunks: no float64 copy of the whole feature matrix.
     sq = sum(float(np.sum(np.square(x[i:i + ROW_CHUNK], dtype=np.float64)))
@@ -237,7 +237,7 @@ def _cka_rbf(a, b, sigma, tile, mesh):
 # Public metrics.
 
 
-def cka(a, b, kernel: str = "linear", sigma: float = 1.0, *, tile: int = knn_lib.DEFAULT_TILE,
+def cka(a, b, kernel: str = "linear", sigma: float = 1.0, *, tile: int = tiling.DEFAULT_TILE,
         mesh=None) -> float:
   """Centered kernel alignment with the biased HSIC (Kornblith et al. 2019), in [0, 1].
 
@@ -322,7 +322,7 @@ def _sparse_hsic_sums(idx, mask, kv, lv):
   return tr, kv.sum(), lv.sum(), cross
 
 
-def cknna(a, b, k: int | None = 10, *, tile: int = knn_lib.DEFAULT_TILE, mesh=None) -> float:
+def cknna(a, b, k: int | None = 10, *, tile: int = tiling.DEFAULT_TILE, mesh=None) -> float:
   """Centered kernel nearest-neighbour alignment (Huh et al. 2024, appendix), linear kernel.
 
   sim(K, L) = HSIC_u(M∘K, M∘L) with M = M_K∘M_L, M_K[i, j] = 1[j ∈ N_K(i)] (the k nearest
@@ -341,8 +341,8 @@ def cknna(a, b, k: int | None = 10, *, tile: int = knn_lib.DEFAULT_TILE, mesh=No
   _checks.check_min_n(n, 4, "cknna")
   k = n - 1 if k is None else k
   k = _checks.check_k(k, n, minimum=2)
-  va, ia = knn_lib._knn_checked(a, k, tile=tile, precision="fp32", mesh=mesh)
-  vb, ib = knn_lib._knn_checked(b, k, tile=tile, precision="fp32", mesh=mesh)
+  va, ia = knn_lib.nearest_neighbors(a, k, tile=tile, mesh=mesh)
+  vb, ib = knn_lib.nearest_neighbors(b, k, tile=tile, mesh=mesh)
   batch = max(1, min(n, (1 << 24) // (k * k)))  # bounds the [batch, k, k] compare
   mask, lv = _masked_values(ia, va, ib, vb, batch)
   ones = jnp.ones_like(mask)
@@ -365,14 +365,18 @@ def _one_blas_thread():
   return threadpool_limits(1)
 
 
-def svcca(a, b, cca_dim: int = 10, *, mesh=None) -> float:
+def svcca(a, b, cca_dim: int = 10, *, cap_rank: bool = False, mesh=None) -> float:
   """SVCCA (Raghu et al. 2017): mean canonical correlation of the top singular subspaces.
 
   Columns are z-scored (mean 0, unbiased std 1; constant columns become 0), each side
   keeps its top ``cca_dim`` left singular vectors U (exact SVD, from the [D, D] Gram in
   float64), and the score is the mean of the canonical correlations between span(U_a)
   and span(U_b) = the singular values of U_a^T U_b. a: [N, Da], b: [N, Db];
-  cca_dim <= min(Da, Db, N - 1). In [0, 1].
+  cca_dim <= min(Da, Db, N - 1), and each side needs rank >= cca_dim after z-scoring
+  (singular values above 1e-3 of its largest), else ValueError — unless
+  ``cap_rank=True``: then the directions are min(cca_dim, Da, Db, N - 1, rank a, rank b)
+  (what the experiment uses: a 2-D baseline space or seed 003's rank-2 views have fewer
+  than 10). In [0, 1].
   Differences from the reference ``AlignmentMetrics.svcca``: the reference takes
   ``torch.svd_lowrank`` (randomised: a different value each run) and sklearn's iterative
   CCA plus 1e-10 noise; here the SVD and the canonical correlations are exact and
@@ -383,25 +387,34 @@ def svcca(a, b, cca_dim: int = 10, *, mesh=None) -> float:
   if isinstance(cca_dim, bool) or not isinstance(cca_dim, (int, np.integer)) or cca_dim < 1:
     raise ValueError(f"cca_dim must be a positive integer, got {cca_dim!r}")
   limit = min(a.shape[1], b.shape[1], n - 1)
-  if cca_dim > limit:
+  if cca_dim > limit and not cap_rank:
     raise ValueError(
         f"cca_dim={cca_dim} exceeds min(Da, Db, N - 1) = {limit} (a {a.shape}, b {b.shape}); "
         "use a smaller cca_dim")
+  cca_dim = min(int(cca_dim), limit)
+  if cca_dim < 1:
+    raise ValueError(f"svcca needs N >= 2 samples, got a {a.shape} and b {b.shape}")
   gaa, gbb, gab = (np.asarray(g, np.float64) for g in _row_stats(a, b, "zscore", mesh))
 
-  def top(g, name):  # top cca_dim eigenpairs of Z^T Z = V S^2 V^T, largest first
+  import scipy.linalg  # noqa: PLC0415 - a dependency of jax; imported when used
+
+  def top(g):  # top cca_dim eigenpairs of Z^T Z = V S^2 V^T, largest first
     d = g.shape[0]
     with _one_blas_thread():
       w, v = scipy.linalg.eigh(g, driver="evr", subset_by_index=[d - cca_dim, d - 1])
     w, v = w[::-1], v[:, ::-1]
-    if not w[-1] > 1e-6 * max(w[0], 1e-30):
+    return w, v, int(np.sum(w > 1e-6 * max(w[0], 1e-30)))
+
+  wa, va, ra = top(gaa)
+  wb, vb, rb = top(gbb)
+  if min(ra, rb) < cca_dim:
+    if not cap_rank or min(ra, rb) < 1:
+      name, w = ("a", wa) if ra < rb else ("b", wb)
       raise ValueError(
           f"svcca: {name} has rank < cca_dim={cca_dim} after z-scoring (singular values "
           f"{np.sqrt(np.maximum(w, 0))}); use a smaller cca_dim")
-    return w, v
-
-  wa, va = top(gaa, "a")
-  wb, vb = top(gbb, "b")
+    c = min(ra, rb)
+    wa, va, wb, vb = wa[:c], va[:, :c], wb[:c], vb[:, :c]
   # U_a^T U_b = S_a^-1 V_a^T (Z_a^T Z_b) V_b S_b^-1: [c, Da] x [Da, Db] x [Db, c] -> [c, c]
   m = (va.T @ gab @ vb) / np.sqrt(wa)[:, None] / np.sqrt(wb)[None, :]
   rho = np.linalg.svd(m, compute_uv=False)

@@ -15,7 +15,7 @@ row is kept (memory O(N * (k + tile))):
   TPU) or, on CPU devices, through the thresholded numba kernel of ``host_topk``
   (XLA:CPU's top-k costs as much as the matmul; the kernel a few % of it).
 * Neighbours are ordered by similarity, ties toward the lower index (the reference's
-  ``argsort`` leaves ties to the backend; DESIGN.md fixes them so results are
+  ``argsort`` leaves ties to the backend; docs/design.md fixes them so results are
   reproducible and independent of tiles and devices).
 """
 
@@ -31,22 +31,11 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from platonic_jax import sharding
-from platonic_jax.metrics import _checks, host_topk
+from platonic_jax.metrics import _checks, tiling
 
-DEFAULT_TILE = 1024  # [1024, 1024] blocks: ~20% faster than 512 on XLA:CPU, 4 MB each
+DEFAULT_TILE = tiling.DEFAULT_TILE
 PRECISIONS = ("fp32", "bf16")
 SELECTORS = ("auto", "host", "xla")
-
-
-@functools.lru_cache(maxsize=None)
-def default_mesh():
-  return sharding.data_mesh()
-
-
-def varying(tree):
-  """Marks per-device accumulators inside ``shard_map`` as device-varying (each device
-  fills its own from other blocks / rows)."""
-  return jax.tree.map(lambda v: lax.pcast(v, (sharding.DATA,), to="varying"), tree)
 
 
 def _sort_desc(vals, idx, k):
@@ -63,7 +52,7 @@ def _merge_rows(vals, idx, start, new_v, new_i, k):
   """Merges candidates ``new_*: [t, kb]`` into the state rows ``start:start + t``.
 
   Every block a row sees holds higher column indices than all blocks it saw before
-  (``_block_pairs`` visits, per row tile, column tiles in increasing order), so ties
+  (``tiling.block_pairs`` visits, per row tile, column tiles in increasing order), so ties
   toward the lower index are ties toward the old state: exactly ``top_k``'s positional
   tie rule on [old, new]. That is ~8x cheaper on CPU than a two-key ``lax.sort``.
   """
@@ -74,13 +63,6 @@ def _merge_rows(vals, idx, start, new_v, new_i, k):
   i = jnp.take_along_axis(jnp.concatenate([old_i, new_i], 1), pos, axis=1)
   return lax.dynamic_update_slice_in_dim(vals, v, start, 0), \
       lax.dynamic_update_slice_in_dim(idx, i, start, 0)
-
-
-def _tile_start(b, t, n):
-  """Tile b covers rows [b t, min(b t + t, n)); the last, ragged tile is read as the
-  full-size window [n - t, n) (rows below b t masked), so nothing is ever padded —
-  padding would copy the features (GBs at large N) and defeat zero-copy inputs."""
-  return jnp.minimum(b * t, n - t)
 
 
 def _device_knn(x, pi, pj, ok, *, t, k, bf16, host):
@@ -103,7 +85,7 @@ def _device_knn(x, pi, pj, ok, *, t, k, bf16, host):
   def body(p, carry):
     vals, idx = carry
     bi, bj, valid = pi[p], pj[p], ok[p]
-    si, sj = _tile_start(bi, t, n), _tile_start(bj, t, n)
+    si, sj = tiling.tile_start(bi, t, n), tiling.tile_start(bj, t, n)
     xi = lax.dynamic_slice_in_dim(xs, si, t)
     xj = lax.dynamic_slice_in_dim(xs, sj, t)
     # [t, D] x [t, D]^T -> [t, t], accumulated in f32 (bf16 operands reach the matrix units).
@@ -125,13 +107,14 @@ def _device_knn(x, pi, pj, ok, *, t, k, bf16, host):
     vals, idx = _merge_rows(vals, idx, sj, v, j + si, k)
     return vals, idx
 
-  init = varying((jnp.full((n, k), -jnp.inf, jnp.float32), jnp.full((n, k), n, jnp.int32)))
+  init = tiling.varying((jnp.full((n, k), -jnp.inf, jnp.float32), jnp.full((n, k), n, jnp.int32)))
   vals, idx = lax.fori_loop(0, pi.shape[0], body, init)
   return vals[None], idx[None]
 
 
 def _host_update(s, vals, idx, si, sj, bi, bj, valid, t):
   """The block's update through ``host_topk``, in place on the state of all rows."""
+  from platonic_jax.metrics import host_topk  # noqa: PLC0415 - numba only when used
   params = jnp.stack([si, sj, bi * t - si, bj * t - sj, (bi == bj).astype(jnp.int32),
                       valid.astype(jnp.int32)])
   return host_topk.update_block(s, vals, idx, params)
@@ -167,37 +150,6 @@ def _knn_program(mesh, t: int, k: int, bf16: bool, host: bool):
     return merge(*jax.block_until_ready((vals, idx)))
 
   return run
-
-
-@functools.lru_cache(maxsize=None)
-def _block_pairs(n_tiles: int, ndev: int):
-  """Upper-triangle block pairs (I <= J) dealt round-robin to ``ndev`` devices.
-
-  Returns int32 ``[ndev, P]`` rows, cols and a bool validity mask (the last device
-  may get dummy pairs so every device runs the same number of steps). Pairs are in
-  row-major upper-triangle order, and dealing preserves it, so each row tile meets
-  its column tiles in increasing order (``_merge_rows`` relies on it).
-  """
-  ii, jj = np.triu_indices(n_tiles)
-  per = -(-len(ii) // ndev)
-  pad = per * ndev - len(ii)
-  ok = np.concatenate([np.ones(len(ii), bool), np.zeros(pad, bool)])
-  ii = np.concatenate([ii, np.zeros(pad, ii.dtype)]).astype(np.int32)
-  jj = np.concatenate([jj, np.zeros(pad, jj.dtype)]).astype(np.int32)
-  # Round-robin: pair p goes to device p % ndev, which balances long and short rows.
-  to_dev = lambda a: np.ascontiguousarray(a.reshape(per, ndev).T)
-  return to_dev(ii), to_dev(jj), to_dev(ok)
-
-
-def effective_tile(n: int, tile: int) -> int:
-  """The tile actually used: the rows split into ceil(N / tile) tiles of equal size
-  (rounded up to a multiple of 8), so the last tile is not a mostly-overlapping window
-  (16000 rows at tile 1024: 16 tiles of 1000, not 15 of 1024 plus a window that
-  recomputes 384 rows). Never larger than N."""
-  tile = max(1, min(int(tile), n))
-  n_tiles = -(-n // tile)
-  balanced = -(-n // n_tiles)
-  return min(tile, -(-balanced // 8) * 8)
 
 
 def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
@@ -236,6 +188,7 @@ def _use_host(select: str, mesh) -> bool:
                      "use select='xla' (or 'auto') on GPU/TPU")
   if select == "xla" or not on_cpu:
     return False
+  from platonic_jax.metrics import host_topk  # noqa: PLC0415 - numba only when used
   reason = host_topk.unavailable_reason()  # cached: the same for the whole process
   if reason and select == "host":
     raise ValueError(f"select='host' cannot run: {reason}; use select='xla'")
@@ -250,21 +203,23 @@ def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh, select="auto")
   tile = _checks.check_tile(tile)
   if precision not in PRECISIONS:
     raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-  mesh = default_mesh() if mesh is None else mesh
+  mesh = tiling.default_mesh() if mesh is None else mesh
   host = _use_host(select, mesh)
   n = x.shape[0]
-  t = effective_tile(n, tile)
-  pi, pj, ok = _block_pairs(-(-n // t), mesh.devices.size)
+  t = tiling.effective_tile(n, tile)
+  pi, pj, ok = tiling.block_pairs(-(-n // t), mesh.devices.size)
   run = _knn_program(mesh, t, k, precision == "bf16", host)
   return run(x, pi, pj, ok)
 
 
 # ---------------------------------------------------------------------------------------
 # Metrics on neighbour lists. Inputs: idx_a, idx_b [N, k] int32, rows ordered.
+# Each metric has three forms: per-row counts (jitted), the metric value from two lists
+# (what ``score`` reuses across layer pairs) and per-sample scores (the query bootstrap).
 
 
 @jax.jit
-def _common_from_idx(idx_a, idx_b):
+def common_counts(idx_a, idx_b):
   """|N_A(i) ∩ N_B(i)| of each row pair, [N] int32. A row holds no duplicate, so after
   sorting the concatenated [N, 2k] lists every common neighbour is one adjacent equal pair."""
   both = jnp.sort(jnp.concatenate([idx_a, idx_b], 1), axis=1)
@@ -272,7 +227,7 @@ def _common_from_idx(idx_a, idx_b):
 
 
 @jax.jit
-def _cycle_hits_from_idx(idx_a, idx_b):
+def cycle_hits(idx_a, idx_b):
   """1[i in ∪_{j in N_B(i)} N_A(j)] of each row, [N] bool: B's neighbours, then theirs in A."""
   n = idx_a.shape[0]
   rows = jnp.arange(n, dtype=idx_a.dtype)
@@ -286,19 +241,7 @@ def _cycle_hits_from_idx(idx_a, idx_b):
 
 
 @jax.jit
-def _mutual_from_idx(idx_a, idx_b):
-  """mean_i |N_A(i) ∩ N_B(i)| / k."""
-  return jnp.mean(_common_from_idx(idx_a, idx_b) / idx_a.shape[1])
-
-
-@jax.jit
-def _cycle_from_idx(idx_a, idx_b):
-  """mean_i 1[i in ∪_{j in N_B(i)} N_A(j)]."""
-  return jnp.mean(_cycle_hits_from_idx(idx_a, idx_b).astype(jnp.float32))
-
-
-@jax.jit
-def _lcs_from_idx(idx_a, idx_b):
+def lcs_lengths(idx_a, idx_b):
   """Length of the longest common subsequence of each row pair, [N] int32.
 
   Row-by-row DP, vectorised over samples and over the DP row: with
@@ -318,7 +261,7 @@ def _lcs_from_idx(idx_a, idx_b):
 
 
 @jax.jit
-def _levenshtein_from_idx(idx_a, idx_b):
+def levenshtein(idx_a, idx_b):
   """Levenshtein distance (unit insert / delete / substitute) of each row pair, [N].
 
   With c_0 = i and c_j = min(dp[i-1][j] + 1, dp[i-1][j-1] + [x_i != y_j]), the
@@ -341,46 +284,51 @@ def _levenshtein_from_idx(idx_a, idx_b):
   return last[:, -1]
 
 
-def _lcs_score(idx_a, idx_b):
-  return jnp.mean(_lcs_from_idx(idx_a, idx_b) / idx_a.shape[1])
+@jax.jit
+def mutual_from_idx(idx_a, idx_b):
+  """mean_i |N_A(i) ∩ N_B(i)| / k."""
+  return jnp.mean(common_counts(idx_a, idx_b) / idx_a.shape[1])
 
 
-def _edit_score(idx_a, idx_b):
-  return 1.0 - jnp.mean(_levenshtein_from_idx(idx_a, idx_b) / idx_a.shape[1])
+@jax.jit
+def cycle_from_idx(idx_a, idx_b):
+  """mean_i 1[i in ∪_{j in N_B(i)} N_A(j)]."""
+  return jnp.mean(cycle_hits(idx_a, idx_b).astype(jnp.float32))
 
 
-COMBINE = {
-    "mutual_knn": _mutual_from_idx,
-    "cycle_knn": _cycle_from_idx,
-    "lcs_knn": _lcs_score,
-    "edit_distance_knn": _edit_score,
-}
+def lcs_from_idx(idx_a, idx_b):
+  """mean_i LCS(N_A(i), N_B(i)) / k."""
+  return jnp.mean(lcs_lengths(idx_a, idx_b) / idx_a.shape[1])
 
 
-def per_sample(name: str, idx_a, idx_b) -> np.ndarray:
-  """[N] float64 per-sample scores whose mean is the neighbour metric ``name``.
-
-  idx_a, idx_b: [N, k] ordered neighbour lists (``nearest_neighbors``). The same
-  programs as the metrics (``COMBINE``); used where samples are resampled (bootstrap).
-  """
-  k = np.shape(idx_a)[1]
-  if name == "mutual_knn":
-    return np.asarray(_common_from_idx(idx_a, idx_b)) / k
-  if name == "cycle_knn":
-    return np.asarray(_cycle_hits_from_idx(idx_a, idx_b), np.float64)
-  if name == "lcs_knn":
-    return np.asarray(_lcs_from_idx(idx_a, idx_b)) / k
-  if name == "edit_distance_knn":
-    return 1.0 - np.asarray(_levenshtein_from_idx(idx_a, idx_b)) / k
-  raise ValueError(f"{name} is not a neighbour metric ({tuple(COMBINE)})")
+def edit_from_idx(idx_a, idx_b):
+  """1 - mean_i Levenshtein(N_A(i), N_B(i)) / k."""
+  return 1.0 - jnp.mean(levenshtein(idx_a, idx_b) / idx_a.shape[1])
 
 
-def _neighbour_metric(name, a, b, k, tile, precision, mesh):
+# Per-sample scores [N] float64 whose mean is the metric (the same programs).
+def mutual_per_sample(idx_a, idx_b) -> np.ndarray:
+  return np.asarray(common_counts(idx_a, idx_b)) / np.shape(idx_a)[1]
+
+
+def cycle_per_sample(idx_a, idx_b) -> np.ndarray:
+  return np.asarray(cycle_hits(idx_a, idx_b), np.float64)
+
+
+def lcs_per_sample(idx_a, idx_b) -> np.ndarray:
+  return np.asarray(lcs_lengths(idx_a, idx_b)) / np.shape(idx_a)[1]
+
+
+def edit_per_sample(idx_a, idx_b) -> np.ndarray:
+  return 1.0 - np.asarray(levenshtein(idx_a, idx_b)) / np.shape(idx_a)[1]
+
+
+def _neighbour_metric(combine, a, b, k, tile, precision, mesh):
   a, b = _checks.pair(a, b)
   k = _checks.check_k(k, a.shape[0])
   _, ia = _knn_checked(a, k, tile=tile, precision=precision, mesh=mesh)
   _, ib = _knn_checked(b, k, tile=tile, precision=precision, mesh=mesh)
-  return float(COMBINE[name](ia, ib))
+  return float(combine(ia, ib))
 
 
 def mutual_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
@@ -393,7 +341,7 @@ def mutual_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = 
   Same value as the reference ``AlignmentMetrics.mutual_knn`` (which builds two N x N
   masks) whenever no two neighbours tie.
   """
-  return _neighbour_metric("mutual_knn", a, b, k, tile, precision, mesh)
+  return _neighbour_metric(mutual_from_idx, a, b, k, tile, precision, mesh)
 
 
 def cycle_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
@@ -403,7 +351,7 @@ def cycle_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = "
 
   Same as the reference ``cycle_knn`` (``knn_A[knn_B]`` then "any equals i").
   """
-  return _neighbour_metric("cycle_knn", a, b, k, tile, precision, mesh)
+  return _neighbour_metric(cycle_from_idx, a, b, k, tile, precision, mesh)
 
 
 def lcs_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
@@ -414,7 +362,7 @@ def lcs_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = "fp
   (in [0, k]) as a tensor; here it is divided by k (the paper's table: "normalized by
   the sequence length") so it is comparable across k. Multiply by k for the reference.
   """
-  return _neighbour_metric("lcs_knn", a, b, k, tile, precision, mesh)
+  return _neighbour_metric(lcs_from_idx, a, b, k, tile, precision, mesh)
 
 
 def edit_distance_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE,
@@ -424,4 +372,4 @@ def edit_distance_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE,
   Levenshtein with unit costs, as the reference's ``torchaudio.functional.edit_distance``;
   computed for all rows at once on device instead of a Python loop per row.
   """
-  return _neighbour_metric("edit_distance_knn", a, b, k, tile, precision, mesh)
+  return _neighbour_metric(edit_from_idx, a, b, k, tile, precision, mesh)

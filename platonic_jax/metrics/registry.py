@@ -1,0 +1,89 @@
+"""One record per alignment metric: everything the library, the CLI and the experiment's
+evaluators need to know of it, in one place.
+
+    from platonic_jax.metrics import registry
+    m = registry.get("mutual_knn")
+    m.fn(a, b, k=10)                 # the metric itself -> float
+    m.options                        # keyword options fn takes: ("k", "tile", ...)
+    m.neighbour_score(ia, ib)        # k-NN metrics: the value from two [N, k] lists
+    m.per_sample(ia, ib)             # k-NN metrics: [N] per-query scores, mean = value
+    m.pipeline_options(kw)           # the options the experiment passes for configured kw
+
+Adding a metric = writing its function and one ``Metric`` entry below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import numpy as np
+
+from platonic_jax import errors
+from platonic_jax.metrics import kernels, knn
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  """An alignment measure.
+
+  name: registry key. fn: ``fn(a [N, Da], b [N, Db], **options) -> float``.
+  options: the keyword options ``fn`` accepts besides a and b.
+  neighbour_score / per_sample: set for the neighbour metrics (computed from the two
+    samples' ordered k-NN lists ``[N, k]``): the value (a jax scalar) and the per-query
+    scores whose mean it is (numpy ``[N]``, for the query bootstrap).
+  experiment_options: options the experiment adds to the configured ones (e.g. SVCCA
+    caps its directions at the features' ranks instead of raising).
+  """
+  name: str
+  fn: Callable[..., float]
+  options: tuple[str, ...]
+  neighbour_score: Callable | None = None
+  per_sample: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+  experiment_options: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+  @property
+  def is_neighbour(self) -> bool:
+    return self.per_sample is not None
+
+  @property
+  def takes_k(self) -> bool:
+    return "k" in self.options
+
+  def pipeline_options(self, configured: Mapping[str, object]) -> dict:
+    """The options of a call made by the experiment: the configured ones this metric
+    takes, plus ``experiment_options``."""
+    return {**{k: v for k, v in configured.items() if k in self.options},
+            **self.experiment_options}
+
+
+_KNN = ("k", "tile", "precision", "mesh")
+
+
+def _neighbour(name: str, fn, combine, per_sample) -> Metric:
+  return Metric(name, fn, _KNN, neighbour_score=combine, per_sample=per_sample)
+
+
+REGISTRY: dict[str, Metric] = {m.name: m for m in (
+    _neighbour("mutual_knn", knn.mutual_knn, knn.mutual_from_idx, knn.mutual_per_sample),
+    _neighbour("cycle_knn", knn.cycle_knn, knn.cycle_from_idx, knn.cycle_per_sample),
+    _neighbour("lcs_knn", knn.lcs_knn, knn.lcs_from_idx, knn.lcs_per_sample),
+    _neighbour("edit_distance_knn", knn.edit_distance_knn, knn.edit_from_idx,
+               knn.edit_per_sample),
+    Metric("cka", kernels.cka, ("kernel", "sigma", "tile", "mesh")),
+    Metric("unbiased_cka", kernels.unbiased_cka, ("mesh",)),
+    Metric("cknna", kernels.cknna, ("k", "tile", "mesh")),
+    Metric("svcca", kernels.svcca, ("cca_dim", "cap_rank", "mesh"),
+           experiment_options={"cap_rank": True}),
+)}
+
+NEIGHBOUR_METRICS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.is_neighbour)
+
+
+def get(name: str) -> Metric:
+  """The record of metric ``name``; an unknown name is an error listing the known ones."""
+  try:
+    return REGISTRY[name]
+  except KeyError:
+    raise errors.InputError(f"unknown metric {name!r}; choose one of {sorted(REGISTRY)}"
+                            ) from None
