@@ -1,9 +1,11 @@
 """Runs one experiment: python run.py --config=configs/synthetic.py --workdir=runs/synthetic
 
 Any config field can be overridden (`--config.train.lr=3e-4`); a misspelt field exits
-non-zero naming it. Re-running the same command resumes from the latest checkpoint; on
-SIGTERM (preemption) the run saves a checkpoint and exits with status 0. All logic lives
-in `platonic_jax.experiment`.
+with status 1 naming it, and bad values exit with status 2 listing every bad field
+before any work starts. Re-running the same command resumes; on SIGTERM (preemption)
+the run saves a checkpoint and exits with status 0. All logic lives in
+`platonic_jax.experiment`; this entry does the process set-up (log quieting, multi-host
+initialisation) and turns the project's user-facing errors into one-line messages.
 """
 
 import os
@@ -39,21 +41,35 @@ def _parse_flags(argv):
     sys.exit(1)
 
 
+def _fail(e: Exception) -> None:
+  if os.environ.get("PLATONIC_JAX_TRACEBACK"):
+    raise e
+  sys.stderr.write(f"error: {e}\n(set PLATONIC_JAX_TRACEBACK=1 to see the traceback)\n")
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from platonic_jax import experiment, features, train  # after flag parsing: --help stays fast
+  # Imported after flag parsing (--help stays fast); validation first, so a bad value
+  # costs no JAX backend, no data and no write.
+  from platonic_jax import errors, runtime, validate
+  config = _CONFIG.value
   try:
-    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    validate.check(config)
+  except errors.UserError as e:
+    _fail(e)
+  runtime.quiet_logs()
+  runtime.initialize_distributed(config.distributed)
+  from platonic_jax import experiment, train
+  try:
+    experiment.train_and_evaluate(config, _WORKDIR.value)
   except train.Preempted as e:
     logging.warning("%s", e)  # a clean stop: the checkpoint is complete
-  except (ValueError, FileNotFoundError, features.CacheError) as e:
-    # Bad input (config, data, checkpoint, cache): the message names the problem and the
-    # fix, so print it alone; the traceback is only for debugging this code.
-    if os.environ.get("PLATONIC_JAX_TRACEBACK"):
-      raise
-    sys.stderr.write(f"error: {e}\n(set PLATONIC_JAX_TRACEBACK=1 to see the traceback)\n")
-    sys.exit(2)
+  except errors.UserError as e:
+    # The message names the problem and the fix; any other exception is a bug of this
+    # code and keeps its traceback.
+    _fail(e)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "metrics", "encoders", "data", "maps", "adapters", "losses", "train",
-    "checkpointing", "evaluate", "report", "features", "sharding", "experiment",
+    "metrics", "encoders", "data", "maps", "adapters", "losses", "train", "checkpointing",
+    "evaluation", "report", "features", "sharding", "experiment", "plan", "validate",
+    "store", "workdir", "errors", "runtime", "typed_json",
 )
 
 

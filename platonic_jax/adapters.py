@@ -8,13 +8,14 @@
 Any number of modalities: ``Adapters(names=(...))`` holds one adapter per name; its
 parameters are ``{name: {...}}``, so adding a modality is adding a name.
 
-    model = adapters.from_config(config)
+    model = adapters.build(adapters.AdapterParams.from_config(config.adapter), names)
     params = model.init(key, {m: jnp.zeros((1, d_m)) for m in names})["params"]
     z = adapters.embed(model, params, "image", x)   # np [N, E], unit rows
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, Sequence
 
 import flax.linen as nn
@@ -79,15 +80,43 @@ class Adapters(nn.Module):
     return out
 
 
-def from_config(config) -> Adapters:
-  """The ``Adapters`` for ``config.modalities`` (names, in order) and ``config.adapter``."""
-  a = config.adapter
-  if a.kind not in KINDS:
-    raise ValueError(f"adapter.kind={a.kind!r}: use one of {KINDS}")
-  if a.dim < 1:
-    raise ValueError(f"adapter.dim={a.dim} must be >= 1 (the shared space's dimension)")
-  return Adapters(names=tuple(config.modalities.keys()), dim=a.dim, kind=a.kind,
-                  use_bias=a.bias, hidden=a.mlp_hidden, dropout=a.get("dropout", 0.0))
+@dataclasses.dataclass(frozen=True)
+class AdapterParams:
+  """What defines the adapters (``config.adapter``); the MLP fields only for kind "mlp"."""
+  kind: str
+  dim: int
+  bias: bool | None = None          # linear only
+  mlp_hidden: int | None = None     # mlp only
+  dropout: float | None = None      # mlp only
+
+  @classmethod
+  def from_config(cls, cfg) -> "AdapterParams":
+    if cfg.kind == "mlp":
+      return cls(kind=cfg.kind, dim=int(cfg.dim), mlp_hidden=int(cfg.mlp_hidden),
+                 dropout=float(cfg.dropout))
+    return cls(kind=cfg.kind, dim=int(cfg.dim), bias=bool(cfg.bias))
+
+
+def config_problems(cfg) -> list[str]:
+  """Every unusable value of ``config.adapter``, one line each."""
+  out = []
+  if cfg.kind not in KINDS:
+    out.append(f"adapter.kind={cfg.kind!r}: allowed {KINDS}")
+  if cfg.dim < 1:
+    out.append(f"adapter.dim={cfg.dim}: must be >= 1 (the shared space's dimension)")
+  if cfg.kind == "mlp":
+    if cfg.mlp_hidden < 1:
+      out.append(f"adapter.mlp_hidden={cfg.mlp_hidden}: must be >= 1")
+    if not 0 <= cfg.dropout < 1:
+      out.append(f"adapter.dropout={cfg.dropout}: must be in [0, 1)")
+  return out
+
+
+def build(params: AdapterParams, names: Sequence[str]) -> Adapters:
+  """The ``Adapters`` of ``params`` for the modalities ``names`` (in order)."""
+  return Adapters(names=tuple(names), dim=params.dim, kind=params.kind,
+                  use_bias=bool(params.bias), hidden=params.mlp_hidden or 0,
+                  dropout=params.dropout or 0.0)
 
 
 def embed(model: Adapters, params, name: str, x: np.ndarray, *,

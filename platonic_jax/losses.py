@@ -18,18 +18,23 @@ Formulas (N = global batch, s = scale, ``<.,.>`` = dot product):
 - ``clip_one_way_loss`` (seed 000's formula): only the first term, a → b.
 - ``siglip_loss`` (SigLIP, Zhai et al. 2023): −1/N Σ_i Σ_j log σ(y_ij (s<a_i, b_j> + bias)),
   y_ii = 1, y_ij = −1 (i ≠ j).
-- ``multimodal_loss``: with M modalities, the mean of a pair loss over all unordered
-  pairs (in the given order), or over (anchor, other) pairs (ImageBind style).
+- ``multimodal_loss``: with M modalities, the mean of a pair loss over the directed
+  (query, key) pairs of ``LossParams.pairs`` (``config.loss.pairs``): every pair, the
+  anchor with each other modality (ImageBind style), or a list spelt out. The direction
+  matters for ``clip_one_way`` only (the others are symmetric in a and b).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from platonic_jax import errors
 
 PairLoss = Callable[..., jax.Array]
 
@@ -107,24 +112,37 @@ PAIR_LOSSES: dict[str, PairLoss] = {
 }
 
 
-def modality_pairs(names: Sequence[str], pairs: str = "all",
-                   anchor: str | None = None) -> list[tuple[str, str]]:
-  """The (query, key) modality pairs a multimodal loss sums over.
+PAIR_MODES = ("all", "anchor")  # or an explicit "a->b,c->d" list
 
-  ``pairs="all"``: every unordered pair in the order of ``names``;
-  ``pairs="anchor"``: ``(anchor, m)`` for every other modality m (ImageBind style).
+
+def resolve_pairs(spec: str, anchor: str, order: Sequence[str]) -> tuple[tuple[str, str], ...]:
+  """The directed (query, key) modality pairs of ``config.loss.pairs``.
+
+  ``"all"``: every unordered pair, each queried from the modality earlier in ``order``
+  (``eval.pair`` first, then the others by name); ``"anchor"``: ``(anchor, m)`` for every
+  other modality m (ImageBind style); otherwise a comma-separated list of ``q->k``.
+  Raises ConfigError naming the field for anything else.
   """
-  names = list(names)
-  if len(names) < 2:
-    raise ValueError(f"a contrastive loss needs at least 2 modalities, got {names}")
-  if pairs == "all":
-    return list(itertools.combinations(names, 2))
-  if pairs == "anchor":
-    if anchor not in names:
-      raise ValueError(f"loss.anchor={anchor!r} is not one of the modalities {names}; "
-                       "set --config.loss.anchor to one of them")
-    return [(anchor, m) for m in names if m != anchor]
-  raise ValueError(f"loss.pairs={pairs!r}: use 'all' or 'anchor'")
+  order = list(order)
+  if spec == "all":
+    return tuple(itertools.combinations(order, 2))
+  if spec == "anchor":
+    if anchor not in order:
+      raise errors.ConfigError(f"loss.anchor={anchor!r}: not one of the modalities {order}")
+    return tuple((anchor, m) for m in order if m != anchor)
+  pairs = []
+  for part in spec.split(","):
+    q, sep, k = part.strip().partition("->")
+    q, k = q.strip(), k.strip()
+    if not sep or q not in order or k not in order or q == k:
+      raise errors.ConfigError(
+          f"loss.pairs={spec!r}: {part.strip()!r} is not 'query->key' of two different "
+          f"modalities of {order}; use 'all', 'anchor' or e.g. "
+          f"'{order[0]}->{order[1]}'")
+    pairs.append((q, k))
+  if len(set(pairs)) != len(pairs):
+    raise errors.ConfigError(f"loss.pairs={spec!r} names a pair twice")
+  return tuple(pairs)
 
 
 def multimodal_loss(embeddings: Mapping[str, jax.Array], pair_loss: PairLoss,
@@ -134,63 +152,87 @@ def multimodal_loss(embeddings: Mapping[str, jax.Array], pair_loss: PairLoss,
   return total / len(pairs)
 
 
-def check_loss_config(loss_cfg, names: Sequence[str]) -> None:
-  """ValueError naming the field for an unusable ``config.loss``."""
-  if loss_cfg.name not in PAIR_LOSSES:
-    raise ValueError(f"loss.name={loss_cfg.name!r}: use one of {sorted(PAIR_LOSSES)}")
-  if not loss_cfg.tau > 0:
-    raise ValueError(f"loss.tau={loss_cfg.tau} must be > 0 (it is the temperature)")
-  if loss_cfg.learn_tau and not 0 < loss_cfg.tau_min <= loss_cfg.tau:
-    raise ValueError(f"loss.tau_min={loss_cfg.tau_min} must be in (0, loss.tau="
-                     f"{loss_cfg.tau}]: it clamps the learned temperature from below")
-  modality_pairs(names, loss_cfg.pairs, loss_cfg.anchor)
+@dataclasses.dataclass(frozen=True)
+class LossParams:
+  """What defines the training objective (``config.loss`` with its pairs resolved)."""
+  name: str
+  tau: float
+  learn_tau: bool
+  pairs: tuple[tuple[str, str], ...]
+  tau_min: float | None = None      # learn_tau only
+  siglip_bias: float | None = None  # siglip only
+
+  @classmethod
+  def from_config(cls, cfg, order: Sequence[str]) -> "LossParams":
+    """From ``config.loss``; ``order``: the modalities, ``eval.pair`` first."""
+    return cls(name=cfg.name, tau=float(cfg.tau), learn_tau=bool(cfg.learn_tau),
+               pairs=resolve_pairs(cfg.pairs, cfg.anchor if cfg.pairs == "anchor" else "",
+                                   order),
+               tau_min=float(cfg.tau_min) if cfg.learn_tau else None,
+               siglip_bias=float(cfg.siglip_bias) if cfg.name == "siglip" else None)
 
 
-def init_loss_params(loss_cfg) -> dict:
+def config_problems(cfg, order: Sequence[str]) -> list[str]:
+  """Every unusable value of ``config.loss``, one line each."""
+  out = []
+  if cfg.name not in PAIR_LOSSES:
+    out.append(f"loss.name={cfg.name!r}: allowed {tuple(PAIR_LOSSES)}")
+  if not cfg.tau > 0:
+    out.append(f"loss.tau={cfg.tau}: must be > 0 (it is the temperature)")
+  if cfg.learn_tau and not 0 < cfg.tau_min <= cfg.tau:
+    out.append(f"loss.tau_min={cfg.tau_min}: must be in (0, loss.tau={cfg.tau}]: it "
+               "clamps the learned temperature from below")
+  if len(order) >= 2:
+    try:
+      resolve_pairs(cfg.pairs, cfg.anchor, order)
+    except errors.ConfigError as e:
+      out.append(str(e))
+  return out
+
+
+def init_loss_params(params: LossParams) -> dict:
   """Trainable parameters of the loss: {} for a fixed temperature.
 
   Learned temperature (``learn_tau``): ``log_scale`` = log(1/tau) as in CLIP (the
   parameter is the log of the logit scale); SigLIP also learns ``bias``
-  (init ``loss.siglip_bias``, −10 in the paper).
+  (init ``params.siglip_bias``, −10 in the paper).
   """
-  if not loss_cfg.learn_tau:
+  if not params.learn_tau:
     return {}
-  p = {"log_scale": jnp.asarray(math.log(1.0 / loss_cfg.tau), jnp.float32)}
-  if loss_cfg.name == "siglip":
-    p["bias"] = jnp.asarray(loss_cfg.siglip_bias, jnp.float32)
+  p = {"log_scale": jnp.asarray(math.log(1.0 / params.tau), jnp.float32)}
+  if params.name == "siglip":
+    p["bias"] = jnp.asarray(params.siglip_bias, jnp.float32)
   return p
 
 
-def scale_and_bias(loss_cfg, loss_params: Mapping[str, jax.Array]):
-  """(logit scale = 1/tau, SigLIP bias) from the config and the learned parameters.
+def scale_and_bias(params: LossParams, loss_params: Mapping[str, jax.Array]):
+  """(logit scale = 1/tau, SigLIP bias) from ``params`` and the learned parameters.
 
   The learned log-scale is clamped at log(1/tau_min) (CLIP clamps the scale at 100,
   i.e. tau_min = 0.01); beyond the clamp its gradient is zero, so it stops growing.
   """
-  if loss_cfg.learn_tau:
-    log_scale = jnp.minimum(loss_params["log_scale"], math.log(1.0 / loss_cfg.tau_min))
+  if params.learn_tau:
+    log_scale = jnp.minimum(loss_params["log_scale"], math.log(1.0 / params.tau_min))
     scale = jnp.exp(log_scale)
     bias = loss_params.get("bias", 0.0)
   else:
-    scale = 1.0 / loss_cfg.tau
-    bias = loss_cfg.siglip_bias
+    scale = 1.0 / params.tau
+    bias = params.siglip_bias
   return scale, bias
 
 
-def from_config(loss_cfg, names: Sequence[str]) -> Callable:
-  """``loss(embeddings, loss_params, *, axis_name=None) -> scalar`` for ``config.loss``.
+def objective(params: LossParams) -> Callable:
+  """``loss(embeddings, loss_params, *, axis_name=None) -> scalar`` for ``params``.
 
-  ``embeddings`` maps each modality of ``names`` to its l2-normalised ``[n, E]`` rows.
+  ``embeddings`` maps each modality of ``params.pairs`` to its l2-normalised ``[n, E]``.
   """
-  check_loss_config(loss_cfg, names)
-  pair_loss = PAIR_LOSSES[loss_cfg.name]
-  pairs = modality_pairs(names, loss_cfg.pairs, loss_cfg.anchor)
+  pair_loss = PAIR_LOSSES[params.name]
 
   def loss(embeddings, loss_params, *, axis_name=None):
-    scale, bias = scale_and_bias(loss_cfg, loss_params)
+    scale, bias = scale_and_bias(params, loss_params)
     kw = dict(axis_name=axis_name)
-    if loss_cfg.name == "siglip":
+    if params.name == "siglip":
       kw["bias"] = bias
-    return multimodal_loss(embeddings, pair_loss, pairs, scale=scale, **kw)
+    return multimodal_loss(embeddings, pair_loss, params.pairs, scale=scale, **kw)
 
   return loss

@@ -2,7 +2,7 @@
 
 Everything data-parallel (metric row tiles, feature extraction batches, the training
 step) shards its leading axis over this mesh with ``jax.shard_map`` — the pmap
-programming model, written with shard_map (DESIGN.md, "Decisions").
+programming model, written with shard_map (docs/design.md, "Decisions").
 """
 
 from __future__ import annotations

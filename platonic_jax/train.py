@@ -1,8 +1,13 @@
 """Contrastive adapter training on cached frozen features, data parallel over every
 device of every host.
 
-    result = train_adapters(config, {"image": x [N, D_x], "text": y [N, D_y]}, workdir)
+    params = TrainParams.from_config(config, order=("image", "text"))
+    result = train_adapters(params, {"image": x [N, D_x], "text": y [N, D_y]}, directory)
     z = result.embed(result.params, "image", x)      # np [N, E], unit rows
+
+``TrainParams`` holds exactly what determines the trained adapters (the experiment keys
+``directory`` by it); ``Cadence`` (logging, checkpoint cadence and retention) does not
+change them.
 
 The step (``train_step``) is the pmap programming model written with ``jax.shard_map``
 over the 1-D ``data`` mesh: each device embeds its rows of the global batch,
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -39,8 +45,64 @@ import optax
 from absl import logging
 from jax.sharding import PartitionSpec as P
 
-from platonic_jax import adapters, checkpointing, losses, sharding
+from platonic_jax import adapters, checkpointing, errors, losses, sharding, typed_json
 from platonic_jax.sharding import DATA
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimParams:
+  """AdamW + schedule + data order (``config.train`` without the cadence fields)."""
+  num_steps: int
+  batch_size: int
+  lr: float
+  warmup_steps: int
+  weight_decay: float
+  grad_clip: float
+
+  @classmethod
+  def from_config(cls, cfg) -> "OptimParams":
+    return cls(num_steps=int(cfg.num_steps), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
+               warmup_steps=int(cfg.warmup_steps), weight_decay=float(cfg.weight_decay),
+               grad_clip=float(cfg.grad_clip))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+  """Everything that determines the trained adapters (the training stage's inputs).
+
+  modalities: adapter names in order (``eval.pair`` first, then the others by name).
+  """
+  seed: int
+  modalities: tuple[str, ...]
+  adapter: adapters.AdapterParams
+  loss: losses.LossParams
+  optim: OptimParams
+
+  @classmethod
+  def from_config(cls, config, order: tuple[str, ...]) -> "TrainParams":
+    return cls(seed=int(config.seed), modalities=tuple(order),
+               adapter=adapters.AdapterParams.from_config(config.adapter),
+               loss=losses.LossParams.from_config(config.loss, order),
+               optim=OptimParams.from_config(config.train))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+  """How often to log and checkpoint, and how many checkpoints to keep: never an input
+  of the result (a changed cadence reuses the trained adapters)."""
+  log_every: int = 50
+  ckpt_every: int = 200
+  keep_ckpts: int = 3
+
+  def __post_init__(self):
+    for field in ("log_every", "ckpt_every", "keep_ckpts"):
+      if getattr(self, field) < 1:
+        raise errors.ConfigError(f"train.{field}={getattr(self, field)} must be >= 1")
+
+  @classmethod
+  def from_config(cls, cfg) -> "Cadence":
+    return cls(log_every=int(cfg.log_every), ckpt_every=int(cfg.ckpt_every),
+               keep_ckpts=int(cfg.keep_ckpts))
 
 
 @flax.struct.dataclass
@@ -78,7 +140,8 @@ class Preempted(Exception):
 # ---------------------------------------------------------------------------- optimizer
 
 
-def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(train_cfg: OptimParams
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW with linear warmup to ``lr`` then cosine decay to 0 at ``num_steps``, after
   clipping the global gradient norm at ``grad_clip`` (0 disables it).
 
@@ -86,12 +149,12 @@ def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Sched
   temperature / SigLIP bias (as in CLIP and SigLIP).
   """
   if train_cfg.num_steps < 1:
-    raise ValueError(f"train.num_steps={train_cfg.num_steps} must be >= 1")
+    raise errors.ConfigError(f"train.num_steps={train_cfg.num_steps} must be >= 1")
   if not 0 <= train_cfg.warmup_steps < train_cfg.num_steps:
-    raise ValueError(f"train.warmup_steps={train_cfg.warmup_steps} must be in "
+    raise errors.ConfigError(f"train.warmup_steps={train_cfg.warmup_steps} must be in "
                      f"[0, train.num_steps={train_cfg.num_steps})")
   if not train_cfg.lr > 0:
-    raise ValueError(f"train.lr={train_cfg.lr} must be > 0")
+    raise errors.ConfigError(f"train.lr={train_cfg.lr} must be > 0")
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=train_cfg.lr, warmup_steps=train_cfg.warmup_steps,
       decay_steps=train_cfg.num_steps, end_value=0.0)
@@ -106,14 +169,14 @@ def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Sched
 # ---------------------------------------------------------------------------- the step
 
 
-def make_loss_fn(model: adapters.Adapters, loss_cfg) -> Callable:
+def make_loss_fn(model: adapters.Adapters, loss_cfg: losses.LossParams) -> Callable:
   """``loss_fn(params, batch, rng) -> loss``, one device's share (call inside shard_map).
 
   batch: {modality: [n, D_m]} this device's rows; rng: this device's dropout key. The
   embeddings of the other devices are all-gathered inside the loss, so the ``pmean`` of
   the returned value over ``data`` is the global-batch loss.
   """
-  objective = losses.from_config(loss_cfg, model.names)
+  objective = losses.objective(loss_cfg)
 
   def loss_fn(params, batch, rng):
     emb = model.apply({"params": params["adapters"]}, batch, train=True,
@@ -150,10 +213,10 @@ def train_step(state: TrainState, batch, *, tx: optax.GradientTransformation,
   return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-def make_step_fn(model: adapters.Adapters, loss_cfg,
+def make_step_fn(model: adapters.Adapters, loss_cfg: losses.LossParams,
                  tx: optax.GradientTransformation) -> Callable:
   """``step_fn(state, batch) -> (state, metrics)``: ``train_step`` for ``model`` and
-  ``config.loss`` (checked here), jitted with the state donated."""
+  the loss, jitted with the state donated."""
   return jax.jit(functools.partial(train_step, tx=tx, loss_fn=make_loss_fn(model, loss_cfg)),
                  donate_argnums=0)
 
@@ -223,29 +286,29 @@ class _Batches:
 
 def check_features(features: Mapping[str, np.ndarray], names, batch_size: int,
                    ) -> dict[str, np.ndarray]:
-  """float32 copies-if-needed of ``features``, after checking them; ValueError otherwise."""
+  """float32 copies-if-needed of ``features``, after checking them; InputError otherwise."""
   missing = [m for m in names if m not in features]
   extra = [m for m in features if m not in names]
   if missing or extra:
-    raise ValueError(f"features must have exactly the modalities of config.modalities "
+    raise errors.InputError(f"features must have exactly the modalities of config.modalities "
                      f"{list(names)}; missing {missing}, unexpected {extra}")
   out, n = {}, None
   for m in names:
     x = np.asarray(features[m])
     if x.ndim != 2:
-      raise ValueError(f"features[{m!r}] must be [N, D], got shape {x.shape}")
+      raise errors.InputError(f"features[{m!r}] must be [N, D], got shape {x.shape}")
     if n is not None and x.shape[0] != n:
-      raise ValueError(f"features disagree on N (paired rows): {m!r} has {x.shape[0]} rows, "
+      raise errors.InputError(f"features disagree on N (paired rows): {m!r} has {x.shape[0]} rows, "
                        f"{names[0]!r} has {n}")
     n = x.shape[0]
     x = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
       bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-      raise ValueError(f"features[{m!r}] has NaN/inf (first in row {bad}); fix the "
+      raise errors.InputError(f"features[{m!r}] has NaN/inf (first in row {bad}); fix the "
                        "feature cache before training")
     out[m] = x
   if n < batch_size:
-    raise ValueError(f"train.batch_size={batch_size} is larger than the {n} training rows; "
+    raise errors.InputError(f"train.batch_size={batch_size} is larger than the {n} training rows; "
                      "lower --config.train.batch_size")
   return out
 
@@ -261,10 +324,8 @@ class _Logger:
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.history = self._earlier(start_step)
-    self.writer = None
-    if self.enabled:
-      from tensorboardX import SummaryWriter  # imported here: only process 0 writes
-      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.writer = None  # opened at the first record: a finished run writes no events file
+    self._events_dir = os.path.join(workdir, "tensorboard")
     self.t0, self.s0 = time.perf_counter(), start_step
 
   def _earlier(self, start_step: int) -> list[dict]:
@@ -297,6 +358,9 @@ class _Logger:
                  record["loss"], rate, eta_s)
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
+    if self.writer is None:
+      from tensorboardX import SummaryWriter  # noqa: PLC0415 - only process 0 writes
+      self.writer = SummaryWriter(self._events_dir)
     for k, v in record.items():
       if k != "step":
         self.writer.add_scalar(f"train/{k}", v, step)
@@ -308,39 +372,6 @@ class _Logger:
 
 
 # ---------------------------------------------------------------------------- driver
-
-
-def maybe_initialize_distributed(train_cfg) -> None:
-  """``jax.distributed.initialize()`` when ``train.multihost`` (once per process).
-
-  ``train.coordinator_address`` / ``num_processes`` / ``process_id`` are passed when set;
-  otherwise JAX detects them (TPU pods, SLURM, ...). Must run before any JAX computation.
-  """
-  if not train_cfg.multihost or jax.distributed.is_initialized():
-    return
-  kw = {}
-  if train_cfg.get("coordinator_address"):
-    kw["coordinator_address"] = train_cfg.coordinator_address
-  if train_cfg.get("num_processes", 0) > 0:
-    kw["num_processes"] = train_cfg.num_processes
-  if train_cfg.get("process_id", -1) >= 0:
-    kw["process_id"] = train_cfg.process_id
-  jax.distributed.initialize(**kw)
-  logging.info("jax.distributed: process %d of %d, %d devices in all",
-               jax.process_index(), jax.process_count(), jax.device_count())
-
-
-class _DropOrbaxInfo:
-  """absl-handler filter: Orbax logs a dozen INFO lines per save, burying the progress."""
-
-  def filter(self, record):
-    return record.levelno >= 30 or "/orbax/" not in record.pathname
-
-
-def _quiet_orbax() -> None:
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _DropOrbaxInfo) for f in handler.filters):
-    handler.addFilter(_DropOrbaxInfo())
 
 
 @contextlib.contextmanager
@@ -370,48 +401,74 @@ def _host(x):
   return np.asarray(x.addressable_data(0))
 
 
-def init_state(model: adapters.Adapters, config, dims: Mapping[str, int],
+def init_state(model: adapters.Adapters, params: TrainParams, dims: Mapping[str, int],
                tx: optax.GradientTransformation) -> TrainState:
-  """The state at step 0 (pure function of the config: jit/eval_shape it)."""
-  rng = jax.random.PRNGKey(config.seed)
+  """The state at step 0 (pure function of the params: jit/eval_shape it)."""
+  rng = jax.random.PRNGKey(params.seed)
   dummy = {m: jnp.zeros((1, d), jnp.float32) for m, d in dims.items()}
-  params = {"adapters": model.init(jax.random.fold_in(rng, 0), dummy)["params"]}
-  loss_params = losses.init_loss_params(config.loss)
+  variables = {"adapters": model.init(jax.random.fold_in(rng, 0), dummy)["params"]}
+  loss_params = losses.init_loss_params(params.loss)
   if loss_params:
-    params["loss"] = loss_params
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1))
+    variables["loss"] = loss_params
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables,
+                    opt_state=tx.init(variables), rng=jax.random.fold_in(rng, 1))
 
 
-def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> TrainResult:
-  """Trains ``config.adapter`` adapters on ``features`` ({modality: [N, D_m]} train split)
-  with ``config.loss`` for ``config.train.num_steps`` updates, resuming from the latest
-  checkpoint in ``<workdir>/checkpoints`` if there is one.
+INPUTS_FILE = "inputs.json"
 
+
+def _claim(directory: str, params: TrainParams, inputs: Mapping | None) -> None:
+  """Records what the training in ``directory`` is for; refuses a directory recorded for
+  other inputs (its checkpoints would be stale for this request)."""
+  from platonic_jax import workdir as workdir_lib  # noqa: PLC0415 - small, local use
+  doc = dict(inputs) if inputs is not None else {"params": typed_json.dump(params,
+                                                                          sort_keys=True)}
+  path = os.path.join(directory, INPUTS_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      stored = json.load(f)
+    if stored != json.loads(json.dumps(doc)):
+      raise errors.CacheError(
+          f"{directory} holds a training for other inputs than requested ({path} differs); "
+          "it is never resumed for this config. Delete that directory to train again there.")
+    return
+  if jax.process_index() == 0:
+    workdir_lib.atomic_write_json(path, doc)
+
+
+def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], directory: str,
+                   *, cadence: Cadence = Cadence(), inputs: Mapping | None = None
+                   ) -> TrainResult:
+  """Trains ``params.adapter`` adapters on ``features`` ({modality: [N, D_m]} train split)
+  with ``params.loss`` for ``params.optim.num_steps`` updates, resuming from the latest
+  checkpoint in ``<directory>/checkpoints`` if there is one.
+
+  ``directory`` belongs to these params alone (the experiment names it by their key);
+  ``inputs`` (the stage's recorded inputs: params and upstream feature keys; default the
+  params) is written to ``inputs.json``, and a directory recorded for different inputs
+  is refused. Progress goes
+  to ``<directory>/metrics.jsonl`` and TensorBoard events there.
   Raises ``Preempted`` after saving on SIGTERM; FloatingPointError naming the step if the
-  loss becomes NaN/inf (no checkpoint is written past it); ValueError on bad inputs.
+  loss becomes NaN/inf (no checkpoint is written past it); InputError on bad inputs.
   """
-  tc = config.train
-  maybe_initialize_distributed(tc)
-  _quiet_orbax()
-  names = tuple(config.modalities.keys())
-  for field in ("log_every", "ckpt_every", "batch_size"):
-    if tc[field] < 1:
-      raise ValueError(f"train.{field}={tc[field]} must be >= 1")
-  if tc.batch_size % jax.device_count():
-    raise ValueError(f"train.batch_size={tc.batch_size} must be a multiple of the "
-                     f"{jax.device_count()} devices (each takes an equal share)")
-  feats = check_features(features, names, tc.batch_size)
-  model = adapters.from_config(config)
-  tx, schedule = make_optimizer(tc)
-  step_fn = make_step_fn(model, config.loss, tx)
+  op = params.optim
+  names = params.modalities
+  if op.batch_size % jax.device_count():
+    raise errors.InputError(
+        f"train.batch_size={op.batch_size} must be a multiple of the {jax.device_count()} "
+        "devices (each takes an equal share)")
+  feats = check_features(features, names, op.batch_size)
+  model = adapters.build(params.adapter, names)
+  tx, schedule = make_optimizer(op)
+  step_fn = make_step_fn(model, params.loss, tx)
   mesh = sharding.data_mesh()
   replicated = sharding.replicated(mesh)
-  os.makedirs(workdir, exist_ok=True)
+  os.makedirs(directory, exist_ok=True)
+  _claim(directory, params, inputs)
 
-  init_fn = functools.partial(init_state, model, config,
+  init_fn = functools.partial(init_state, model, params,
                               {m: x.shape[1] for m, x in feats.items()}, tx)
-  mngr = checkpointing.manager(workdir, keep=tc.keep_ckpts)
+  mngr = checkpointing.manager(directory, keep=cadence.keep_ckpts)
   restored = checkpointing.restore_latest(
       mngr, checkpointing.abstract_state(init_fn, replicated))
   if restored is None:
@@ -419,10 +476,10 @@ def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> 
     start = 0
   else:
     state, start = restored
-  batches = _Batches(feats, tc.batch_size, config.seed, mesh)
-  logger = _Logger(workdir, tc.num_steps, start)
+  batches = _Batches(feats, op.batch_size, params.seed, mesh)
+  logger = _Logger(directory, op.num_steps, start)
   if start:
-    logging.info("Resuming at step %d of %d", start, tc.num_steps)
+    logging.info("Resuming at step %d of %d", start, op.num_steps)
 
   def check_finite(first_bad):
     bad = int(_host(first_bad))
@@ -435,24 +492,24 @@ def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> 
     with jax.set_mesh(mesh), _sigterm_flag() as sigterm:
       first_bad = jnp.int32(-1)
       step = start
-      while step < tc.num_steps:
+      while step < op.num_steps:
         state, metrics = step_fn(state, batches.get(step))
         step += 1
         first_bad = _first_nonfinite(first_bad, metrics["loss"], step)
-        if step % tc.log_every == 0 or step == tc.num_steps:
+        if step % cadence.log_every == 0 or step == op.num_steps:
           check_finite(first_bad)
           record = {k: float(_host(v)) for k, v in metrics.items()}
           record["lr"] = float(schedule(step - 1))
-          if config.loss.learn_tau:
-            scale, _ = losses.scale_and_bias(config.loss, state.params["loss"])
+          if params.loss.learn_tau:
+            scale, _ = losses.scale_and_bias(params.loss, state.params["loss"])
             record["tau"] = float(1.0 / _host(scale))
           logger.log(step, record)
         preempted = sigterm["set"] or (jax.process_count() > 1 and
                                        mngr.reached_preemption(step))
-        if step % tc.ckpt_every == 0 or step == tc.num_steps or preempted:
+        if step % cadence.ckpt_every == 0 or step == op.num_steps or preempted:
           check_finite(first_bad)
           checkpointing.save(mngr, step, state, force=True)
-        if preempted and step < tc.num_steps:
+        if preempted and step < op.num_steps:
           raise Preempted(step, mngr.directory)
   finally:
     batches.close()
@@ -460,6 +517,6 @@ def train_adapters(config, features: Mapping[str, np.ndarray], workdir: str) -> 
     mngr.wait_until_finished()  # the last save completes before return or raise
     mngr.close()
 
-  params = jax.tree.map(_host, state.params)
+  host_params = jax.tree.map(_host, state.params)
   embed = lambda p, name, x: adapters.embed(model, p.get("adapters", p), name, x)
-  return TrainResult(params=params, embed=embed, history=logger.history)
+  return TrainResult(params=host_params, embed=embed, history=logger.history)

@@ -9,12 +9,10 @@ import pytest
 from platonic_jax import adapters
 
 
-def _config(kind="linear", bias=False, names=("image", "text")):
-  c = ml_collections.ConfigDict()
-  c.modalities = ml_collections.ConfigDict({m: dict(encoder="") for m in names})
-  c.adapter = ml_collections.ConfigDict(dict(kind=kind, dim=5, bias=bias, mlp_hidden=7,
-                                             dropout=0.0))
-  return c
+def _model(kind="linear", bias=False, names=("image", "text")):
+  cfg = ml_collections.ConfigDict(dict(kind=kind, dim=5, bias=bias, mlp_hidden=7,
+                                       dropout=0.0))
+  return adapters.build(adapters.AdapterParams.from_config(cfg), names)
 
 
 def _np_unit(z):
@@ -25,7 +23,7 @@ def _np_unit(z):
 def test_linear_adapter_is_normalised_xw(bias):
   names = ("image", "text", "audio")  # any number of modalities
   dims = {"image": 6, "text": 9, "audio": 3}
-  model = adapters.from_config(_config(bias=bias, names=names))
+  model = _model(bias=bias, names=names)
   params = model.init(jax.random.PRNGKey(0),
                       {m: jnp.zeros((1, d)) for m, d in dims.items()})["params"]
   assert sorted(params) == sorted(names)
@@ -44,7 +42,7 @@ def test_linear_adapter_is_normalised_xw(bias):
 
 def test_mlp_head_matches_torch():
   torch = pytest.importorskip("torch")
-  model = adapters.from_config(_config(kind="mlp"))
+  model = _model(kind="mlp")
   params = model.init(jax.random.PRNGKey(1), {"image": jnp.zeros((1, 6)),
                                               "text": jnp.zeros((1, 4))})["params"]
   p = jax.tree.map(lambda a: torch.tensor(np.asarray(a, np.float64)), params["text"])
@@ -62,16 +60,21 @@ def test_mlp_head_matches_torch():
 
 
 def test_zero_rows_stay_finite():
-  model = adapters.from_config(_config())
+  model = _model()
   params = model.init(jax.random.PRNGKey(0), {"image": jnp.zeros((1, 3))})["params"]
   out = adapters.embed(model, params, "image", np.zeros((2, 3), np.float32))
   assert np.isfinite(out).all()
 
 
 def test_bad_inputs_name_the_problem():
+  bad = ml_collections.ConfigDict(dict(kind="transformer", dim=0, bias=False, mlp_hidden=7,
+                                       dropout=0.0))
+  problems = adapters.config_problems(bad)
+  assert any("adapter.kind='transformer'" in p for p in problems)
+  assert any("adapter.dim=0" in p for p in problems)
   with pytest.raises(ValueError, match="adapter.kind"):
-    adapters.from_config(_config(kind="transformer"))
-  model = adapters.from_config(_config())
+    _model(kind="transformer").init(jax.random.PRNGKey(0), {"image": jnp.zeros((1, 3))})
+  model = _model()
   params = model.init(jax.random.PRNGKey(0), {"image": jnp.zeros((1, 3))})["params"]
   with pytest.raises(ValueError, match="unknown modality 'video'"):
     adapters.embed(model, params, "video", np.zeros((2, 3)))

@@ -201,9 +201,12 @@ def test_decode_matches_transformers_convert_to_rgb(built, name):
 
 
 def _data_config(**kw):
-  return ml_collections.ConfigDict(dict(name="flickr30k", manual_dir="", data_dir="",
-                                        caption_policy="longest", skip_bad=False,
-                                        num_workers=0) | kw)
+  """What the experiment hands open_source: config.data's fields as a TfdsSource."""
+  from platonic_jax.features import TfdsSource
+  cfg = ml_collections.ConfigDict(dict(name="flickr30k", manual_dir="", data_dir="",
+                                       caption_policy="longest", skip_bad=False,
+                                       num_workers=0) | kw)
+  return TfdsSource.from_config(cfg)
 
 
 @pytest.mark.parametrize("state", ["missing", "empty"])

@@ -65,7 +65,7 @@ def _command(root, workdir):
           f"--config.reference.encoder={root / 'dinov2'}",
           "--config.encoders.batch_size=2",
           "--config.encoders.text_max_length=32",
-          "--config.eval.feature_chunk_size=2"]
+          "--config.features.chunk_size=2"]
 
 
 def _env():
@@ -95,7 +95,7 @@ def _finite_numbers(tree, path="report"):
 def _state(workdir):
   """mtime of every file that a stage or training writes (the report is rewritten)."""
   out = {}
-  for sub in ("features", "stages", "checkpoints"):
+  for sub in ("features", "stages", "train"):
     for dirpath, _, files in os.walk(os.path.join(workdir, sub)):
       for f in files:
         p = os.path.join(dirpath, f)
@@ -104,15 +104,14 @@ def _state(workdir):
 
 
 def _features(workdir):
-  from platonic_jax import features
-  (key,) = os.listdir(os.path.join(workdir, "features"))
+  """{entry key/array name: array} of every finished feature entry."""
+  root = os.path.join(workdir, "features")
   out = {}
-  for split in ("train", "test"):
-    d = os.path.join(workdir, "features", key, split)
-    for f in sorted(os.listdir(d)):
+  for key in sorted(os.listdir(root)):
+    for f in sorted(os.listdir(os.path.join(root, key))):
       if f.endswith(".npy"):
-        out[f"{split}/{f}"] = np.load(os.path.join(d, f))
-  assert out, f"no feature arrays under {workdir} ({features.FEATURES_DIR})"
+        out[f"{key}/{f}"] = np.load(os.path.join(root, key, f))
+  assert len(out) >= 7, f"expected every source and split under {root}: {sorted(out)}"
   return out
 
 
@@ -133,7 +132,7 @@ def test_flickr_config_end_to_end_rerun_and_kill_resume(setup, tmp_path):
   before = _state(work)
   log2 = _run(setup, work)
   assert _state(work) == before
-  assert "stage before: done" in log2 and "stage trained: done" in log2
+  assert "stage before: done" in log2 and "stage trained/verdict: done" in log2
 
   # A run SIGKILLed during feature extraction (just before train chunk 3 is written: a
   # wrapper makes the kill land there exactly), then the same command: it resumes at
@@ -141,13 +140,13 @@ def test_flickr_config_end_to_end_rerun_and_kill_resume(setup, tmp_path):
   killed = tmp_path / "killed"
   wrapper = textwrap.dedent(f"""
     import os, runpy, signal, sys
-    from platonic_jax import features
-    write = features.atomic_write_bytes
-    def write_or_die(path, data):
-      if path.endswith(os.path.join("train", ".chunks", "000003.npz")):
+    from platonic_jax import workdir
+    write = workdir.atomic_write_bytes
+    def write_or_die(path, data):  # the first pass is the train split's
+      if ".chunks-2" in path and path.endswith("000003.npz"):
         os.kill(os.getpid(), signal.SIGKILL)
       write(path, data)
-    features.atomic_write_bytes = write_or_die
+    workdir.atomic_write_bytes = write_or_die
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
   """)
@@ -163,4 +162,5 @@ def test_flickr_config_end_to_end_rerun_and_kill_resume(setup, tmp_path):
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   with open(killed / "report" / "report.json") as f:
     rep_b = json.load(f)
-  assert rep_b["results"]["trained"]["verdict"] == rep["results"]["trained"]["verdict"]
+  assert rep_b["results"]["spaces"][0]["name"] == "trained"
+  assert rep_b["results"]["spaces"][0]["verdict"] == rep["results"]["spaces"][0]["verdict"]

@@ -36,6 +36,10 @@ def np_siglip(a, b, s, bias):
   return -np.sum(log_expit(labels * logits)) / len(a)
 
 
+def _objective(cfg, order):
+  return losses.objective(losses.LossParams.from_config(cfg, order))
+
+
 def _cfg(**kw):
   d = dict(name="clip", tau=0.07, learn_tau=False, tau_min=0.01, pairs="all",
            anchor="image", siglip_bias=-10.0)
@@ -94,7 +98,7 @@ def test_multimodal_loss_three_modalities(name, pairs):
   names = ("text", "image", "audio")
   emb = {m: _unit(rng, 10, 4) for m in names}
   cfg = _cfg(name=name, pairs=pairs, anchor="image", tau=0.2)
-  got = losses.from_config(cfg, names)({m: jnp.float32(v) for m, v in emb.items()}, {})
+  got = _objective(cfg, names)({m: jnp.float32(v) for m, v in emb.items()}, {})
   ref_pair = {"clip": lambda a, b: np_clip(a, b, 5.0),
               "clip_one_way": lambda a, b: np_info_nce(a, b, 5.0),
               "siglip": lambda a, b: np_siglip(a, b, 5.0, -10.0)}[name]
@@ -106,18 +110,19 @@ def test_multimodal_loss_three_modalities(name, pairs):
 
 def test_learned_temperature_is_clamped():
   cfg = _cfg(learn_tau=True, tau=0.07, tau_min=0.01, name="siglip", siglip_bias=-7.0)
-  p = losses.init_loss_params(cfg)
+  p = losses.init_loss_params(losses.LossParams.from_config(cfg, ("image", "text")))
   np.testing.assert_allclose(p["log_scale"], math.log(1 / 0.07), rtol=1e-6)
   np.testing.assert_allclose(p["bias"], -7.0)
-  s, b = losses.scale_and_bias(cfg, {"log_scale": jnp.float32(10.0), "bias": p["bias"]})
+  lp = losses.LossParams.from_config(cfg, ("image", "text"))
+  s, b = losses.scale_and_bias(lp, {"log_scale": jnp.float32(10.0), "bias": p["bias"]})
   np.testing.assert_allclose(s, 100.0, rtol=1e-5)  # 1/tau_min
   # Beyond the clamp the log-scale gets no gradient (it cannot run away).
-  g = jax.grad(lambda ls: losses.scale_and_bias(cfg, {"log_scale": ls})[0])(jnp.float32(10.))
+  g = jax.grad(lambda ls: losses.scale_and_bias(lp, {"log_scale": ls})[0])(jnp.float32(10.))
   assert g == 0.0
-  g = jax.grad(lambda ls: losses.scale_and_bias(cfg, {"log_scale": ls})[0])(jnp.float32(1.))
+  g = jax.grad(lambda ls: losses.scale_and_bias(lp, {"log_scale": ls})[0])(jnp.float32(1.))
   np.testing.assert_allclose(g, math.e, rtol=1e-5)
   # Fixed temperature: no parameters.
-  assert losses.init_loss_params(_cfg()) == {}
+  assert losses.init_loss_params(losses.LossParams.from_config(_cfg(), ("a", "b"))) == {}
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -128,8 +133,30 @@ def test_learned_temperature_is_clamped():
     (dict(pairs="some"), "loss.pairs"),
 ])
 def test_bad_loss_config_names_the_field(kw, match):
-  with pytest.raises(ValueError, match=match):
-    losses.from_config(_cfg(**kw), ("image", "text"))
+  problems = losses.config_problems(_cfg(**kw), ("image", "text"))
+  assert len(problems) == 1 and match in problems[0], problems
+
+
+def test_pairs_spelt_out_set_the_direction_of_one_way_losses():
+  rng = np.random.default_rng(5)
+  emb = {m: _unit(rng, 10, 4) for m in ("image", "text", "audio")}
+  jemb = {m: jnp.float32(v) for m, v in emb.items()}
+  order = ("image", "text", "audio")
+  one_way = lambda pairs: float(_objective(_cfg(name="clip_one_way", pairs=pairs, tau=0.2),  # noqa: E731
+                                           order)(jemb, {}))
+  np.testing.assert_allclose(one_way("text->image"), np_info_nce(emb["text"], emb["image"], 5.0),
+                             rtol=2e-5)
+  np.testing.assert_allclose(one_way("image->text"), np_info_nce(emb["image"], emb["text"], 5.0),
+                             rtol=2e-5)
+  np.testing.assert_allclose(
+      one_way("audio->text, image->text"),
+      (np_info_nce(emb["audio"], emb["text"], 5.0) + np_info_nce(emb["image"], emb["text"],
+                                                                 5.0)) / 2, rtol=2e-5)
+  # "all": each pair queried from the modality listed first in the order (eval.pair first).
+  assert losses.resolve_pairs("all", "", ("text", "image")) == (("text", "image"),)
+  for bad in ("image->video", "image-text", "image->image", "image->text,image->text"):
+    with pytest.raises(ValueError, match="loss.pairs"):
+      losses.resolve_pairs(bad, "", order)
 
 
 @pytest.mark.parametrize("name", ["clip", "clip_one_way", "siglip"])
@@ -140,7 +167,7 @@ def test_sharded_loss_equals_global_batch_loss(name, num_devices):
   n, e = 4 * num_devices, 6
   a, b = jnp.float32(_unit(rng, n, e)), jnp.float32(_unit(rng, n, e))
   cfg = _cfg(name=name, tau=0.1)
-  loss = losses.from_config(cfg, ("image", "text"))
+  loss = _objective(cfg, ("image", "text"))
   want, want_g = jax.value_and_grad(
       lambda a, b: loss({"image": a, "text": b}, {}), argnums=(0, 1))(a, b)
   np.testing.assert_allclose(

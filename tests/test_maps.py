@@ -120,7 +120,7 @@ def _seed003_world():
       preset="seed003", num_train=2000, num_test=500, num_classes=2, latent_dim=2,
       nuisance_dim=0, dims=dict(image=6, text=5, reference=2), map="linear", noise=0.0,
       reference_noise=0.0, class_sep=3.0, nuisance_scale=1.0, mlp_hidden=8))
-  return synthetic.make_world(cfg, seed=0)
+  return synthetic.make_world(synthetic.WorldParams.from_config(cfg, seed=0))
 
 
 def test_perfect_alignment_seed003_preset():

@@ -1,70 +1,89 @@
-"""The report: JSON with every number, markdown tables, readable PNG figures."""
+"""The report: JSON with every number, markdown tables, readable PNG figures, rendered
+from typed results built here (no pipeline run)."""
 
 import json
 import os
 
 import numpy as np
-import pytest
 
-from platonic_jax import report
+from platonic_jax import report, typed_json
+from platonic_jax.evaluation import records as r
 
-
-
-def _results(rng):
-  labels = ["mutual_knn", "cka", "mutual_knn@5", "mutual_knn@20"]
-  before = {l: {"image_ref": rng.uniform(), "text_ref": rng.uniform(),
-                "image_text": rng.uniform()} for l in labels}
-  for r in before.values():
-    r["avg"] = (r["image_ref"] + r["text_ref"]) / 2
-
-  def space():
-    after = {l: {"image_ref": rng.uniform(), "text_ref": rng.uniform(),
-                 "mean_ref": rng.uniform(), "image_text": rng.uniform()} for l in labels}
-    verdict = {l: {rep: {"delta": rng.normal(), "ci_low": -0.1, "ci_high": 0.2,
-                         "holds": True, "significant": False, "num_bootstrap": 10}
-                       for rep in ("image", "text", "mean")} for l in labels}
-    ret = {"1:1": {d: {"R@1": 0.2, "R@5": 0.5, "R@10": 0.7, "median_rank": 5.0,
-                       "mean_rank": 9.1, "num_queries": 100} for d in ("i2t", "t2i")}}
-    return {"after": after, "verdict": verdict, "retrieval": ret,
-            "transfer": {"image->text": {"transfer_acc": 0.8, "within_acc": 0.9,
-                                         "chance": 0.1}}}
-
-  base = space()
-  base["info"] = {"dim": 4, "correlations": [0.9, 0.5, np.float32(0.1)],
-                  "train_alignment_error": float("nan")}
-  return {"before": before, "trained": space(), "baselines": {"cca": base},
-          "train": {"history": [{"step": s, "loss": 3.0 / (1 + s)} for s in range(0, 40, 5)]}}
+PAIR = ("image", "text")
 
 
-def test_write_report_from_a_small_result_dict(tmp_path, capsys):
-  from configs import synthetic
-  c = synthetic.get_config("tiny")
+def _results(rng) -> r.Results:
+  specs = [r.MetricSpec("mutual_knn", "mutual_knn", k=10), r.MetricSpec("cka", "cka"),
+           r.MetricSpec("mutual_knn@5", "mutual_knn", k=5),
+           r.MetricSpec("mutual_knn@20", "mutual_knn", k=20)]
+  u = lambda: float(rng.uniform())  # noqa: E731
+
+  def row(spec, sides, avg=False):
+    to_ref = {s: u() for s in sides}
+    return r.AlignmentRow(spec, to_ref, (r.CrossValue("image", "text", u()),),
+                          (to_ref["image"] + to_ref["text"]) / 2 if avg else None)
+
+  before = r.AlignmentTable(PAIR, PAIR, tuple(row(s, PAIR, True) for s in specs))
+
+  def space(name, info=None, resample=True):
+    sides = PAIR + ("mean",)
+    entry = lambda: r.VerdictEntry(float(rng.normal()), r.Interval(-0.1, 0.2, 10))  # noqa
+    off = r.VerdictEntry(0.05, None, "off (--config.eval.bootstrap_resample=100 turns it on)")
+    verdict = r.Verdict(PAIR, 0.95, tuple(
+        r.VerdictRow(s, {rep: entry() if s.metric != "cka" or resample else off
+                         for rep in sides}) for s in specs))
+    ranks = r.RankSummary({1: 0.2, 5: 0.5, 10: 0.7}, 5.0, 9.1, 100)
+    ret = r.Retrieval((r.RetrievalProtocol("1:1", (
+        r.RetrievalDirection("image", "text", ranks),
+        r.RetrievalDirection("text", "image", ranks))),))
+    return r.SpaceResult(name, r.AlignmentTable(sides, PAIR, tuple(row(s, sides) for s in specs)),
+                         verdict, ret, r.Transfer((r.TransferEntry("image", "text", 0.8, 0.9,
+                                                                   0.1),)), info)
+
+  info = r.CCAInfo(4, (0.9, 0.5, 0.1))
+  history = tuple(r.LogRecord(step=s, loss=3.0 / (1 + s), grad_norm=1.0, lr=1e-3,
+                              steps_per_s=10.0) for s in range(0, 40, 5))
+  return r.Results(PAIR, PAIR, before, (space("trained", resample=False), space("cca", info)),
+                   history)
+
+
+LABELS = report.Labels("dino", {"image": "synthetic", "text": "synthetic", "ref": "synthetic"},
+                       "synthetic")
+
+
+def test_write_report_from_typed_results(tmp_path, capsys):
   res = _results(np.random.default_rng(0))
-  paths = report.write_report(res, c, str(tmp_path))
+  paths = report.write_report(res, LABELS, str(tmp_path), config={"eval": {"k": 10}},
+                              keys={"before": "abc"})
   assert set(paths) == {"json", "md", "alignment", "mutual_knn_vs_k", "recall", "train_loss"}
-  doc = json.load(open(paths["json"]))  # strict JSON: NaN became null
-  assert doc["results"]["before"]["cka"]["avg"] == pytest.approx(res["before"]["cka"]["avg"])
-  assert doc["results"]["baselines"]["cca"]["info"]["train_alignment_error"] is None
-  assert doc["config"]["eval"]["k"] == c.eval.k
+  doc = json.load(open(paths["json"]))  # strict JSON
+  back = typed_json.load(r.Results, doc["results"])
+  assert back == res  # every number, losslessly
+  assert doc["config"]["eval"]["k"] == 10 and doc["keys"] == {"before": "abc"}
   assert doc["environment"]["versions"]["jax"]
   assert len(doc["environment"]["devices"]) >= 1
   md = open(paths["md"]).read()
   assert "## Alignment before training" in md and "## After — trained" in md
   assert "## After — baseline: cca" in md and "Cross-modal transfer" in md
-  # Table values are the numbers of the dict.
-  assert f"{res['before']['cka']['image_ref']:.3f}" in md
+  assert "image↔dino" in md and "image→text" in md  # labels from the names
+  # Table values are the numbers of the records; an interval that is off says so.
+  assert f"{res.before.row('cka').to_ref['image']:.3f}" in md
+  assert "off (--config.eval.bootstrap_resample=100 turns it on)" in md
+  assert "[–, –]" not in md
   for key in ("alignment", "mutual_knn_vs_k", "recall", "train_loss"):
     with open(paths[key], "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(paths[key]) > 5000
   out = capsys.readouterr().out
-  assert "hypothesis" in out and "baseline cca" in out
+  assert "hypothesis" in out and "baseline cca" in out and "interval off" in out
   # Re-writing (a re-run) overwrites cleanly; no temporary files are left.
-  report.write_report(res, c, str(tmp_path), print_summary=False)
+  report.write_report(res, LABELS, str(tmp_path), print_summary=False)
   assert not [f for f in os.listdir(tmp_path / "report") if f.startswith(".tmp")]
 
 
-def test_report_needs_before(tmp_path):
-  from configs import synthetic
-  with pytest.raises(ValueError, match="no 'before' table"):
-    report.write_report({}, synthetic.get_config("tiny"), str(tmp_path))
+def test_nonfinite_numbers_become_null_and_back():
+  info = r.PerfectAlignmentInfo(2, float("nan"), 0.1, (1.0,), 1.0, 1.0)
+  doc = json.loads(json.dumps(typed_json.dump(info), allow_nan=False))
+  assert doc["train_alignment_error"] is None and doc["type"] == "PerfectAlignmentInfo"
+  back = typed_json.load(r.SpaceInfo, doc)
+  assert isinstance(back, r.PerfectAlignmentInfo) and np.isnan(back.train_alignment_error)

@@ -1,19 +1,12 @@
-"""run.py on the command line: overrides apply, a misspelt field exits non-zero naming it."""
+"""run.py on the command line: overrides apply, a misspelt field exits non-zero naming
+it, bad values exit listing every one before any work, multi-host set-up at the entry."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(*args):
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=240)
+from helpers import run_py as run, train_dir
 
 
 @pytest.mark.parametrize("override,field,hint", [
@@ -32,8 +25,26 @@ def test_misspelt_override_exits_nonzero_naming_the_field(tmp_path, override, fi
 def test_wrong_type_exits_nonzero(tmp_path):
   p = run("--config=configs/synthetic.py:tiny", f"--workdir={tmp_path}",
           "--config.train.lr=fast")
-  assert p.returncode != 0 and "--config.train.lr=fast" in p.stderr
+  assert p.returncode == 1 and "--config.train.lr=fast" in p.stderr
   assert "Traceback" not in p.stderr
+
+
+def test_bad_values_exit_2_listing_every_field_before_any_work(tmp_path):
+  work = tmp_path / "work"
+  p = run("--config=configs/synthetic.py:tiny", f"--workdir={work}",
+          "--config.adapter.kind=linaer", "--config.loss.name=clipp",
+          "--config.eval.metrics=('mutual_knn','cka2')", "--config.eval.pair=('image','audio')",
+          "--config.train.lr=-1.0", "--config.eval.baselines=('cca','pca')")
+  assert p.returncode == 2, p.stderr
+  assert "Traceback" not in p.stderr
+  err = p.stderr
+  assert "the config has 6 problem(s)" in err
+  for needle in ("adapter.kind='linaer': allowed ('linear', 'mlp')",
+                 "loss.name='clipp': allowed ('clip', 'clip_one_way', 'siglip')",
+                 "unknown ['cka2']", "eval.pair=('image', 'audio')", "train.lr=-1.0",
+                 "unknown ['pca']"):
+    assert needle in err, (needle, err)
+  assert not work.exists()  # nothing was written: not even the workdir
 
 
 def test_overrides_reach_training(tmp_path):
@@ -42,11 +53,12 @@ def test_overrides_reach_training(tmp_path):
           "--config.train.ckpt_every=100", "--config.train.lr=0.02",
           "--config.loss.name=siglip", "--config.loss.learn_tau=True")
   assert p.returncode == 0, p.stderr
-  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  d = train_dir(tmp_path)
+  lines = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
   assert [l["step"] for l in lines] == [3, 6]
   assert "tau" in lines[0]  # learned temperature is logged
   assert abs(max(l["lr"] for l in lines) - 0.02) < 0.02 * 0.2  # peak lr near the override
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["6"]
+  assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == ["6"]
   assert "step 6/6" in p.stderr and "steps/s" in p.stderr and "ETA" in p.stderr
 
 
@@ -59,7 +71,8 @@ def test_multihost_config_starts(tmp_path):
     port = s.getsockname()[1]
   p = run("--config=configs/synthetic.py:tiny", f"--workdir={tmp_path}",
           "--config.train.num_steps=2", "--config.train.warmup_steps=1",
-          "--config.train.multihost=True", f"--config.train.coordinator_address=127.0.0.1:{port}",
-          "--config.train.num_processes=1", "--config.train.process_id=0")
+          "--config.distributed.multihost=True",
+          f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+          "--config.distributed.num_processes=1", "--config.distributed.process_id=0")
   assert p.returncode == 0, p.stderr[-3000:]
   assert "jax.distributed: process 0 of 1" in p.stderr

@@ -3,7 +3,6 @@ data order, and train_adapters in process (progress files, NaN, bad input)."""
 
 import functools
 import glob
-import importlib.util
 import json
 import os
 
@@ -14,19 +13,17 @@ import numpy as np
 import optax
 import pytest
 
-from platonic_jax import adapters, losses, sharding, train
+from helpers import load_config
+from platonic_jax import adapters, errors, losses, plan, sharding, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def params_of(config) -> train.TrainParams:
+  return train.TrainParams.from_config(config, plan.modality_order(config))
 
 
-def load_config(name="synthetic", arg="tiny"):
-  spec = importlib.util.spec_from_file_location(
-      f"cfg_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config(arg)
-  c.unlock()
-  return c
+def train_adapters(config, feats, directory):
+  return train.train_adapters(params_of(config), feats, directory,
+                              cadence=train.Cadence.from_config(config.train))
 
 
 def paired_features(n=256, dx=12, dy=10, seed=0):
@@ -49,13 +46,14 @@ def small_config(**train):
 
 def _run_steps(config, feats, devices, steps):
   """Runs ``steps`` train_steps on a mesh over ``devices``; returns (losses, params)."""
-  model = adapters.from_config(config)
-  tx, _ = train.make_optimizer(config.train)
+  p = params_of(config)
+  model = adapters.build(p.adapter, p.modalities)
+  tx, _ = train.make_optimizer(p.optim)
   mesh = sharding.data_mesh(devices)
   state = jax.jit(functools.partial(
-      train.init_state, model, config, {m: x.shape[1] for m, x in feats.items()}, tx),
+      train.init_state, model, p, {m: x.shape[1] for m, x in feats.items()}, tx),
       out_shardings=sharding.replicated(mesh))()
-  step_fn = train.make_step_fn(model, config.loss, tx)
+  step_fn = train.make_step_fn(model, p.loss, tx)
   out = []
   with jax.set_mesh(mesh):
     for s in range(steps):
@@ -92,12 +90,13 @@ def test_step_equals_plain_global_batch_gradient(num_devices):
   config = small_config()
   config.loss.learn_tau = True
   feats = paired_features()
-  model = adapters.from_config(config)
-  tx, _ = train.make_optimizer(config.train)
-  state = train.init_state(model, config, {"image": 12, "text": 10}, tx)
+  p = params_of(config)
+  model = adapters.build(p.adapter, p.modalities)
+  tx, _ = train.make_optimizer(p.optim)
+  state = train.init_state(model, p, {"image": 12, "text": 10}, tx)
   idx = train.batch_indices(0, 256, 32, config.seed)
   batch = {m: jnp.asarray(x[idx]) for m, x in feats.items()}
-  objective = losses.from_config(config.loss, model.names)
+  objective = losses.objective(p.loss)
 
   def global_loss(params):
     emb = model.apply({"params": params["adapters"]}, batch)
@@ -110,7 +109,7 @@ def test_step_equals_plain_global_batch_gradient(num_devices):
   mesh = sharding.data_mesh()
   with jax.set_mesh(mesh):
     new, metrics = jax.jit(functools.partial(
-        train.train_step, tx=tx, loss_fn=train.make_loss_fn(model, config.loss)))(
+        train.train_step, tx=tx, loss_fn=train.make_loss_fn(model, p.loss)))(
             state, jax.device_put(batch, sharding.batch_sharding(mesh)))
   np.testing.assert_allclose(metrics["loss"], want_loss, rtol=1e-6)
   np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
@@ -157,7 +156,7 @@ def test_batch_indices_cover_each_epoch_once():
 def test_train_adapters_end_to_end(tmp_path):
   config = small_config(num_steps=16, lr=5e-2)
   feats = paired_features()
-  res = train.train_adapters(config, feats, str(tmp_path))
+  res = train_adapters(config, feats, str(tmp_path))
   assert [h["step"] for h in res.history] == [4, 8, 12, 16]
   assert res.history[-1]["loss"] < res.history[0]["loss"]
   for h in res.history:
@@ -177,7 +176,7 @@ def test_train_adapters_end_to_end(tmp_path):
   sim = zx @ zy.T
   assert np.median(np.sum(sim > np.diag(sim)[:, None], axis=1)) < 20
   # Running again finds the finished checkpoint and returns the same parameters.
-  again = train.train_adapters(config, feats, str(tmp_path))
+  again = train_adapters(config, feats, str(tmp_path))
   jax.tree.map(np.testing.assert_array_equal, again.params, res.params)
   assert [h["step"] for h in again.history] == [4, 8, 12, 16]
 
@@ -188,7 +187,7 @@ def test_nan_stops_training_naming_the_step(tmp_path):
   # so the loss of update 2 is the first NaN; it is found at the checkpoint of step 3.
   config = small_config(lr=1e39, warmup_steps=0, grad_clip=0.0, ckpt_every=3, log_every=5)
   with pytest.raises(FloatingPointError, match="at step 2"):
-    train.train_adapters(config, paired_features(), str(tmp_path))
+    train_adapters(config, paired_features(), str(tmp_path))
   assert os.listdir(tmp_path / "checkpoints") == []
 
 
@@ -204,4 +203,15 @@ def test_bad_input_names_the_problem(tmp_path, change, match):
   config, feats = small_config(), paired_features()
   change(feats, config)
   with pytest.raises(ValueError, match=match):
-    train.train_adapters(config, feats, str(tmp_path))
+    train_adapters(config, feats, str(tmp_path))
+
+
+def test_a_directory_recorded_for_other_inputs_is_refused(tmp_path):
+  config = small_config(num_steps=4)
+  feats = paired_features()
+  inputs = {"params": "first", "upstream": {"train/image": "k1"}}
+  train.train_adapters(params_of(config), feats, str(tmp_path), inputs=inputs)
+  assert json.load(open(tmp_path / "inputs.json")) == inputs
+  with pytest.raises(errors.CacheError, match="other inputs"):
+    train.train_adapters(params_of(config), feats, str(tmp_path),
+                         inputs={**inputs, "upstream": {"train/image": "k2"}})

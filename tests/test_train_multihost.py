@@ -10,10 +10,8 @@ import textwrap
 
 import numpy as np
 
-from platonic_jax import train
-from test_train import paired_features, small_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import env as child_env
+from test_train import paired_features, small_config, train_adapters
 
 CHILD = textwrap.dedent("""
     import os, sys
@@ -22,14 +20,15 @@ CHILD = textwrap.dedent("""
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     import numpy as np
-    from platonic_jax import train
-    from test_train import paired_features, small_config
+    from platonic_jax import runtime
+    from test_train import paired_features, small_config, train_adapters
 
     port, pid, workdir, out = sys.argv[1:]
     config = small_config()
-    config.train.update(dict(multihost=True, coordinator_address=f"127.0.0.1:{port}",
-                             num_processes=2, process_id=int(pid)))
-    res = train.train_adapters(config, paired_features(), workdir)
+    config.distributed.update(dict(multihost=True, coordinator_address=f"127.0.0.1:{port}",
+                                   num_processes=2, process_id=int(pid)))
+    runtime.initialize_distributed(config.distributed)  # what run.py does at the entry
+    res = train_adapters(config, paired_features(), workdir)
     assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
     flat = {"/".join(str(k.key) for k in path): np.asarray(v) for path, v in
             jax.tree_util.tree_flatten_with_path(res.params)[0]}
@@ -47,7 +46,7 @@ def _free_port():
 def test_two_processes_match_one(tmp_path):
   script = tmp_path / "child.py"
   script.write_text(CHILD)
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+  env = child_env()
   env.pop("XLA_FLAGS", None)
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i),
@@ -64,7 +63,7 @@ def test_two_processes_match_one(tmp_path):
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-5000:]
 
-  single = train.train_adapters(small_config(), paired_features(), str(tmp_path / "single"))
+  single = train_adapters(small_config(), paired_features(), str(tmp_path / "single"))
   import jax
   want = {"/".join(str(k.key) for k in path): np.asarray(v) for path, v in
           jax.tree_util.tree_flatten_with_path(single.params)[0]}

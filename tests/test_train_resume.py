@@ -11,16 +11,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, env as _env, train_dirs
+
 NUM_STEPS = 160
 ARGS = ["--config=configs/synthetic.py:tiny", f"--config.train.num_steps={NUM_STEPS}",
         "--config.train.ckpt_every=20", "--config.train.log_every=50"]
-
-
-def _env():
-  env = dict(os.environ)  # keeps conftest's 8 fake devices and HF_HUB_OFFLINE
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  return env
 
 
 def start(workdir):
@@ -34,9 +29,16 @@ def finish(proc, timeout=240):
   return proc.returncode, out
 
 
+def ckpt_dir(workdir):
+  """``<workdir>/train/<key>/checkpoints`` (None before training has started)."""
+  dirs = train_dirs(workdir)
+  assert len(dirs) <= 1, dirs
+  return os.path.join(dirs[0], "checkpoints") if dirs else None
+
+
 def complete_steps(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+  d = ckpt_dir(workdir)
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if d and os.path.isdir(d) else []
 
 
 def wait_for_checkpoint(proc, workdir, timeout=240):
@@ -50,7 +52,7 @@ def wait_for_checkpoint(proc, workdir, timeout=240):
 def final_params(workdir):
   """The parameters of the checkpoint of the last step, read back by Orbax (no target)."""
   assert complete_steps(workdir)[-1] == NUM_STEPS
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
+  with ocp.CheckpointManager(ckpt_dir(workdir)) as mngr:
     restored = mngr.restore(NUM_STEPS, args=ocp.args.StandardRestore())
   return restored["params"]
 
@@ -83,7 +85,7 @@ def test_sigkill_then_rerun_ends_with_uninterrupted_parameters(uninterrupted, tm
   assert killed_at < NUM_STEPS, "the run finished before the kill: make it longer"
   # What a kill in the middle of the next save leaves behind (Orbax writes to a tmp dir
   # and renames it when complete): it must be ignored and the step saved again.
-  partial = os.path.join(workdir, "checkpoints", f"{killed_at + 20}.orbax-checkpoint-tmp")
+  partial = os.path.join(ckpt_dir(workdir), f"{killed_at + 20}.orbax-checkpoint-tmp")
   os.makedirs(os.path.join(partial, "state"), exist_ok=True)
   open(os.path.join(partial, "state", "junk"), "w").write("cut short")
   rc, out = finish(start(workdir))

@@ -21,6 +21,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
+from platonic_jax import errors
+
 CAPTION_POLICIES = ("longest", "first", "random", "all")
 SPLITS = ("train", "validation", "test")
 # Karpathy's Flickr30k split sizes: 29000 / 1014 / 1000 (31,014 of the 31,783 images).
@@ -63,7 +65,7 @@ class PairedBuilder:
     try:
       return os.fspath(dl_manager.manual_dir)
     except AssertionError as e:  # tfds raises AssertionError; users need the layout
-      raise ValueError(f"{what}: {e}".split("using instructions:")[0].rstrip(". ") +
+      raise errors.InputError(f"{what}: {e}".split("using instructions:")[0].rstrip(". ") +
                        f".\n\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from None
 
   def _splits(self, captions, splits, image_dir: str, annotation: str) -> dict:
@@ -175,7 +177,7 @@ def choose(captions: list[str], policy: str, seed: int, name: str) -> int:
     # Seeded by (seed, file name) so the choice does not depend on the order of images.
     rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
     return int(rng.integers(len(captions)))
-  raise ValueError(f"caption policy {policy!r}: expected one of {CAPTION_POLICIES}")
+  raise errors.InputError(f"caption policy {policy!r}: expected one of {CAPTION_POLICIES}")
 
 
 def prepare(*, captions: dict[str, list[str]], splits: dict[str, str] | None,
@@ -188,11 +190,11 @@ def prepare(*, captions: dict[str, list[str]], splits: dict[str, str] | None,
   """
   captions, num_empty, orphans = clean_captions(captions)
   if not captions:
-    raise ValueError(f"{source} has no image with a non-empty caption.")
+    raise errors.InputError(f"{source} has no image with a non-empty caption.")
   bad = find_bad_images(image_dir, captions)
   if bad and not skip_bad:
     lines = "\n".join(f"  {n}: {r}" for n, r in sorted(bad.items()))
-    raise ValueError(
+    raise errors.InputError(
         f"{len(bad)} image(s) named in {source} cannot be used (looked in {image_dir}):\n"
         f"{lines}\nFix or remove them, or pass skip_bad=True (config: "
         "--config.data.skip_bad=True) to leave them out and count them.")
@@ -207,7 +209,7 @@ def prepare(*, captions: dict[str, list[str]], splits: dict[str, str] | None,
                     dropped_images_without_caption=len(orphans),
                     skipped_bad_images=len(bad), skipped_bad_files=sorted(bad))
   if not captions:
-    raise ValueError(f"every image named in {source} was skipped as bad.")
+    raise errors.InputError(f"every image named in {source} was skipped as bad.")
   if splits is None:
     splits = hash_split(captions)
   out = {s: [] for s in SPLITS}
@@ -223,7 +225,7 @@ def generate(items: list[tuple[str, list[str]]], *, split: str, image_dir: str,
   """Examples of one split under the builder config's caption policy."""
   policy = config.caption_policy
   if policy not in CAPTION_POLICIES:
-    raise ValueError(f"caption_policy={policy!r}: expected one of {CAPTION_POLICIES}")
+    raise errors.InputError(f"caption_policy={policy!r}: expected one of {CAPTION_POLICIES}")
   for name, caps in items:
     base = {"image": os.path.join(image_dir, name), "image/filename": name, "captions": caps}
     if policy == "all" and split == "train":

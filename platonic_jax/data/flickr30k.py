@@ -23,6 +23,7 @@ import re
 
 import tensorflow_datasets as tfds
 
+from platonic_jax import errors
 from platonic_jax.data import _paired
 
 IMAGE_DIRS = ("flickr30k-images", "flickr30k_images/flickr30k_images", "flickr30k_images")
@@ -86,23 +87,31 @@ class Flickr30k(_paired.PairedBuilder, tfds.core.GeneratorBasedBuilder):
 
 
 def locate(manual_dir: str) -> tuple[str, str]:
-  """(image directory, annotation file) inside ``manual_dir``; ValueError if absent."""
-  image_dir = next((os.path.join(manual_dir, d) for d in IMAGE_DIRS
-                    if os.path.isdir(os.path.join(manual_dir, d))
-                    and any(f.lower().endswith(".jpg")
-                            for f in os.listdir(os.path.join(manual_dir, d)))), None)
+  """(image directory, annotation file) inside ``manual_dir``; InputError if absent."""
+  if not os.path.isdir(manual_dir):
+    raise errors.InputError(f"data.manual_dir={manual_dir!r} is not a directory. Set "
+                            "--config.data.manual_dir to the Flickr30k folder.\n\n"
+                            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  dirs = [os.path.join(manual_dir, d) for d in IMAGE_DIRS
+          if os.path.isdir(os.path.join(manual_dir, d))]
+  image_dir = next((d for d in dirs if any(f.lower().endswith(".jpg") for f in os.listdir(d))),
+                   None)
   annotation = next((os.path.join(manual_dir, sub, a) for a in ANNOTATIONS
                      for sub in ("", "flickr30k_images")
                      if os.path.isfile(os.path.join(manual_dir, sub, a))), None)
   missing = []
-  if image_dir is None:
+  if image_dir is None and dirs:
+    missing.append(f"images: {dirs[0]} exists but holds no .jpg file (is the extraction "
+                   "of flickr30k-images.tar.gz complete?)")
+  elif image_dir is None:
     missing.append("an image folder `flickr30k-images/` with the .jpg files")
   if annotation is None:
     missing.append("an annotation file (" + ", ".join(ANNOTATIONS) + ")")
   if missing:
-    raise ValueError(f"Flickr30k manual directory {manual_dir} lacks " + " and ".join(missing) +
-                     f" (it holds: {sorted(os.listdir(manual_dir))[:10]}).\n\n"
-                     f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    raise errors.InputError(
+        f"Flickr30k manual directory {manual_dir} lacks " + " and ".join(missing) +
+        f" (it holds: {sorted(os.listdir(manual_dir))[:10]}).\n\n"
+        f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
   return image_dir, annotation
 
 
@@ -136,7 +145,7 @@ def read_annotation(path: str) -> tuple[dict[str, list[str]], dict[str, str] | N
   if bad_rows:
     shown = "\n".join(f"  line {n}: {r[:100]!r}" for n, r in bad_rows[:20])
     expected = "`name| number| caption`" if name.endswith(".csv") else "`name.jpg#i<TAB>caption`"
-    raise ValueError(f"{path}: {len(bad_rows)} row(s) do not parse ({expected}):\n{shown}")
+    raise errors.InputError(f"{path}: {len(bad_rows)} row(s) do not parse ({expected}):\n{shown}")
   return dict(captions), None
 
 
@@ -149,9 +158,9 @@ def _read_karpathy(path: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     renames = {"val": "validation", "restval": "train"}
     splits = {im["filename"]: renames.get(im["split"], im["split"]) for im in images}
   except (KeyError, TypeError) as e:
-    raise ValueError(f"{path} is not Karpathy's format ({{'images': [{{'filename', 'split', "
+    raise errors.InputError(f"{path} is not Karpathy's format ({{'images': [{{'filename', 'split', "
                      f"'sentences': [{{'raw'}}]}}]}}): missing {e}") from None
   unknown = sorted({s for s in splits.values() if s not in _paired.SPLITS})
   if unknown:
-    raise ValueError(f"{path}: unknown split names {unknown}; expected train / val / test")
+    raise errors.InputError(f"{path}: unknown split names {unknown}; expected train / val / test")
   return captions, splits

@@ -27,6 +27,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from platonic_jax import errors
 from platonic_jax.data import _paired
 
 ANNOTATIONS = ("captions.jsonl", "captions.csv")
@@ -60,7 +61,7 @@ class ImageTextFolder(_paired.PairedBuilder, tfds.core.GeneratorBasedBuilder):
     annotation = next((os.path.join(folder, a) for a in ANNOTATIONS
                        if os.path.isfile(os.path.join(folder, a))), None)
     if annotation is None:
-      raise ValueError(f"{folder} has no captions.jsonl or captions.csv.\n\n"
+      raise errors.InputError(f"{folder} has no captions.jsonl or captions.csv.\n\n"
                        f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     captions, splits = read_rows(annotation)
     return self._splits(captions, splits, folder, annotation)
@@ -105,7 +106,7 @@ def read_rows(path: str) -> tuple[dict[str, list[str]], dict[str, str] | None]:
       elif splits.setdefault(image, split) != split:
         problems.append(f"  line {lineno}: {image} is in both {splits[image]} and {split}")
   if problems:
-    raise ValueError(f"{path}: {len(problems)} bad row(s):\n" + "\n".join(problems[:50]))
+    raise errors.InputError(f"{path}: {len(problems)} bad row(s):\n" + "\n".join(problems[:50]))
   if not captions:
-    raise ValueError(f"{path} has no rows.\n\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    raise errors.InputError(f"{path} has no rows.\n\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
   return dict(captions), (splits if has_split else None)

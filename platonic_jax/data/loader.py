@@ -54,6 +54,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
+from platonic_jax import errors
 # numpy + PIL only: the encoders package imports its jax modules lazily.
 from platonic_jax.encoders import preprocess
 
@@ -72,7 +73,8 @@ def decode_image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
   except Exception as e:  # noqa: BLE001 -- re-raised with a plain message
-    raise ValueError(f"cannot decode image ({len(data)} bytes): {type(e).__name__}: {e}") from e
+    raise errors.InputError(f"cannot decode image ({len(data)} bytes): {type(e).__name__}: {e}"
+                            ) from e
   return preprocess.convert_rgb(image)
 
 
@@ -110,7 +112,7 @@ class _LoadBatch:
       try:
         image = decode_image(rec["image"])
       except ValueError as e:
-        raise ValueError(f"record {key}: {e}") from None
+        raise errors.InputError(f"record {key}: {e}") from None
       images.append(np.asarray(image, dtype=np.uint8) if self.preprocess is None
                     else np.asarray(self.preprocess(image)))
     out = {

@@ -1,18 +1,23 @@
 """The synthetic "platonic world": paired modalities that share latent events z.
 
-    make_world(cfg: ml_collections.ConfigDict, seed: int) -> dict[str, dict[str, np.ndarray]]
+    world = WorldParams.from_config(config.data.synthetic, seed=config.seed)
+    make_world(world) -> dict[str, dict[str, np.ndarray]]
 
-``cfg`` is ``config.data.synthetic`` of ``configs/synthetic.py``. Returns
+``WorldParams`` holds the effective settings (the preset applied). Returns
 ``{"train": split, "test": split}`` with, for a split of N samples::
 
     split["image"]      [N, dims.image]      float32  the first modality's observations
     split["text"]       [N, dims.text]       float32  the second modality's observations
+    split[<other>]      [N, dims.<other>]    float32  any further modality in ``dims``
     split["reference"]  [N, dims.reference]  float32  the "stronger model" view
     split["labels"]     [N]                  int32    mixture component of each event
     split["z"]          [N, latent_dim]      float32  the latent events themselves
 
-Deterministic for ``(cfg, seed)``: the same maps, class means and samples every call.
-Train and test share the world (class means, maps) and differ only in the samples.
+Deterministic for ``WorldParams`` (its ``seed`` included): the same maps, class means
+and samples every call. Train and test share the world (class means, maps) and differ
+only in the samples. Every key of ``dims`` but "reference" is an observed modality; a
+modality beyond image and text (e.g. ``audio``, for ImageBind-style runs) is drawn after
+them, so adding one leaves the image, text and reference arrays unchanged.
 
 How the world is built (the default, ``preset=""``)
 ---------------------------------------------------
@@ -78,30 +83,99 @@ larger than 2).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from absl import logging
 
+
 PRESETS = ("", "seed003")
 MAPS = ("linear", "mlp")
+REFERENCE = "reference"  # the key of the reference view in ``dims`` and in each split
 _SEED003_MEANS = np.array([[-2.5, -2.5], [2.5, 2.5]])
 
 
-def _check(cfg) -> None:
+def config_problems(cfg) -> list[str]:
+  """Every unusable value of ``config.data.synthetic``, one line each (empty if none)."""
+  out = []
   if cfg.preset not in PRESETS:
-    raise ValueError(f"data.synthetic.preset={cfg.preset!r}: expected one of {PRESETS}")
+    out.append(f"data.synthetic.preset={cfg.preset!r}: allowed {PRESETS}")
   if cfg.map not in MAPS:
-    raise ValueError(f"data.synthetic.map={cfg.map!r}: expected one of {MAPS}")
-  for name in ("num_train", "num_test", "num_classes", "latent_dim"):
+    out.append(f"data.synthetic.map={cfg.map!r}: allowed {MAPS}")
+  for name in ("num_train", "num_test", "num_classes", "latent_dim", "mlp_hidden"):
     if int(cfg[name]) < 1:
-      raise ValueError(f"data.synthetic.{name}={cfg[name]} must be >= 1")
+      out.append(f"data.synthetic.{name}={cfg[name]}: must be >= 1")
   if int(cfg.nuisance_dim) < 0:
-    raise ValueError(f"data.synthetic.nuisance_dim={cfg.nuisance_dim} must be >= 0")
+    out.append(f"data.synthetic.nuisance_dim={cfg.nuisance_dim}: must be >= 0")
   for name in ("noise", "reference_noise", "class_sep", "nuisance_scale"):
     if not float(cfg[name]) >= 0:
-      raise ValueError(f"data.synthetic.{name}={cfg[name]} must be >= 0")
-  for name in ("image", "text", "reference"):
+      out.append(f"data.synthetic.{name}={cfg[name]}: must be >= 0")
+  if REFERENCE not in cfg.dims:
+    out.append(f"data.synthetic.dims has no {REFERENCE!r} width")
+  for name in cfg.dims:
     if int(cfg.dims[name]) < 1:
-      raise ValueError(f"data.synthetic.dims.{name}={cfg.dims[name]} must be >= 1")
+      out.append(f"data.synthetic.dims.{name}={cfg.dims[name]}: must be >= 1")
+  return out
+
+
+def modalities(dims) -> tuple[str, ...]:
+  """The observed modalities of a ``dims`` block in drawing order: image, text, then the
+  others by name (the order keeps the two-modality world unchanged when one is added)."""
+  names = [n for n in dims if n != REFERENCE]
+  first = [n for n in ("image", "text") if n in names]
+  return tuple(first + sorted(n for n in names if n not in first))
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldParams:
+  """The effective settings of a synthetic world (the preset applied); see the module
+  docstring. ``dims``: (view, width) for each modality in drawing order, then
+  ("reference", width). Fields a preset fixes are not read from the config."""
+  TAGGED = True
+  seed: int
+  preset: str
+  num_train: int
+  num_test: int
+  num_classes: int
+  latent_dim: int
+  nuisance_dim: int
+  map: str
+  noise: float
+  reference_noise: float
+  class_sep: float | None      # None: seed003's fixed means
+  nuisance_scale: float | None  # None: no nuisance (nuisance_dim = 0)
+  hidden: int | None            # None: a linear map
+  dims: tuple[tuple[str, int], ...]
+
+  @classmethod
+  def from_config(cls, cfg, *, seed: int) -> "WorldParams":
+    """From ``config.data.synthetic`` and ``config.seed``; reads only the fields that
+    take effect (so a stored world's key never depends on an overridden field)."""
+    seed003 = cfg.preset == "seed003"
+    mods = modalities(cfg.dims)
+    dims = tuple((m, int(cfg.dims[m])) for m in mods)
+    if seed003:
+      return cls(seed=int(seed), preset=cfg.preset, num_train=2000, num_test=int(cfg.num_test),
+                 num_classes=2, latent_dim=2, nuisance_dim=0, map="linear", noise=0.0,
+                 reference_noise=float(cfg.reference_noise), class_sep=None,
+                 nuisance_scale=None, hidden=None, dims=dims + ((REFERENCE, 2),))
+    nuisance_dim = int(cfg.nuisance_dim)
+    kind = str(cfg.map)
+    return cls(seed=int(seed), preset=cfg.preset, num_train=int(cfg.num_train),
+               num_test=int(cfg.num_test), num_classes=int(cfg.num_classes),
+               latent_dim=int(cfg.latent_dim), nuisance_dim=nuisance_dim, map=kind,
+               noise=float(cfg.noise), reference_noise=float(cfg.reference_noise),
+               class_sep=float(cfg.class_sep),
+               nuisance_scale=float(cfg.nuisance_scale) if nuisance_dim else None,
+               hidden=int(cfg.mlp_hidden) if kind == "mlp" else None,
+               dims=dims + ((REFERENCE, int(cfg.dims[REFERENCE])),))
+
+  @property
+  def modalities(self) -> tuple[str, ...]:
+    return tuple(n for n, _ in self.dims if n != REFERENCE)
+
+  def size(self, split: str) -> int:
+    return self.num_train if split == "train" else self.num_test
 
 
 def _random_map(rng: np.random.Generator, d_in: int, d_out: int, kind: str,
@@ -135,60 +209,52 @@ def _add_noise(rng: np.random.Generator, s: np.ndarray, rel: float) -> np.ndarra
   return s + rng.normal(size=s.shape) * rel * rms
 
 
-def _settings(cfg) -> dict:
-  """The effective world parameters after applying the preset."""
-  s = dict(
-      num_train=int(cfg.num_train), num_test=int(cfg.num_test),
-      num_classes=int(cfg.num_classes), latent_dim=int(cfg.latent_dim),
-      nuisance_dim=int(cfg.nuisance_dim), map=str(cfg.map), noise=float(cfg.noise),
-      reference_noise=float(cfg.reference_noise), class_sep=float(cfg.class_sep),
-      nuisance_scale=float(cfg.nuisance_scale), hidden=int(cfg.mlp_hidden),
-      dims={k: int(cfg.dims[k]) for k in ("image", "text", "reference")},
-      uniform_scale=None, means=None, reference_is_z=False)
-  if cfg.preset == "seed003":
-    s.update(num_train=2000, num_classes=2, latent_dim=2, nuisance_dim=0, map="linear",
-             noise=0.0, uniform_scale=5.0, means=_SEED003_MEANS, reference_is_z=True)
-    s["dims"]["reference"] = 2
-  return s
-
-
-def make_world(cfg, seed: int) -> dict[str, dict[str, np.ndarray]]:
-  """Draws the synthetic world for ``cfg`` (``config.data.synthetic``) and ``seed``.
+def make_world(world: WorldParams) -> dict[str, dict[str, np.ndarray]]:
+  """Draws the synthetic world ``world``: ``{"train": {...}, "test": {...}}``.
 
   See the module docstring for the construction, shapes and the seed 003 preset.
-  Raises ValueError on an unknown preset / map or a negative size.
   """
-  _check(cfg)
-  s = _settings(cfg)
-  narrow = [m for m in ("image", "text")
-            if s["dims"][m] < s["latent_dim"] + s["nuisance_dim"]]
-  if narrow and s["nuisance_dim"]:
+  dims = dict(world.dims)
+  mods = world.modalities
+  d_z, d_n, c = world.latent_dim, world.nuisance_dim, world.num_classes
+  narrow = [m for m in mods if dims[m] < d_z + d_n]
+  if narrow and d_n:
     logging.warning("synthetic world: dims of %s < latent_dim + nuisance_dim = %d: the maps "
                     "lose information, z and the private nuisance cannot be separated, and "
-                    "the experiment's expected gain shrinks", narrow,
-                    s["latent_dim"] + s["nuisance_dim"])
+                    "the experiment's expected gain shrinks", narrow, d_z + d_n)
+  seed003 = world.preset == "seed003"
+  uniform = 5.0 if seed003 else None
+  scale = world.nuisance_scale or 0.0
   # Independent streams: the world (means, maps) must not change when the sample counts
   # change, and train/test samples must not overlap in their random draws.
-  world_ss, train_ss, test_ss = np.random.SeedSequence([int(seed), 3]).spawn(3)
+  world_ss, train_ss, test_ss = np.random.SeedSequence([world.seed, 3]).spawn(3)
   wr = np.random.default_rng(world_ss)
-  d_z, d_n, c = s["latent_dim"], s["nuisance_dim"], s["num_classes"]
-  means = s["means"] if s["means"] is not None else wr.normal(size=(c, d_z)) * s["class_sep"]
-  maps = {
-      m: _random_map(wr, d_z + d_n, s["dims"][m], s["map"], s["hidden"], s["uniform_scale"])
-      for m in ("image", "text")}
-  ref_map = (lambda z: z) if s["reference_is_z"] else _random_map(
-      wr, d_z, s["dims"]["reference"], s["map"], s["hidden"])
+  means = _SEED003_MEANS if seed003 else wr.normal(size=(c, d_z)) * world.class_sep
+  # Image and text first, then the reference, then further modalities: the order of the
+  # draws from ``wr`` that the two-modality world has always had.
+  first, extra = [m for m in mods if m in ("image", "text")], [
+      m for m in mods if m not in ("image", "text")]
+  new_map = lambda m: _random_map(wr, d_z + d_n, dims[m], world.map, world.hidden, uniform)
+  maps = {m: new_map(m) for m in first}
+  ref_map = (lambda z: z) if seed003 else _random_map(
+      wr, d_z, dims[REFERENCE], world.map, world.hidden)
+  maps.update({m: new_map(m) for m in extra})
+
+  def observe(r, m, z, n):
+    u = r.normal(size=(n, d_n)) * scale
+    return _add_noise(r, maps[m](np.concatenate([z, u], axis=1)),
+                      world.noise).astype(np.float32)
 
   def draw(ss, n):
     r = np.random.default_rng(ss)
     labels = r.integers(0, c, size=n)
     z = means[labels] + r.normal(size=(n, d_z))
     out = {"labels": labels.astype(np.int32), "z": z.astype(np.float32)}
-    for m in ("image", "text"):
-      u = r.normal(size=(n, d_n)) * s["nuisance_scale"]
-      out[m] = _add_noise(r, maps[m](np.concatenate([z, u], axis=1)),
-                          s["noise"]).astype(np.float32)
-    out["reference"] = _add_noise(r, ref_map(z), s["reference_noise"]).astype(np.float32)
+    for m in first:
+      out[m] = observe(r, m, z, n)
+    out[REFERENCE] = _add_noise(r, ref_map(z), world.reference_noise).astype(np.float32)
+    for m in extra:
+      out[m] = observe(r, m, z, n)
     return out
 
-  return {"train": draw(train_ss, s["num_train"]), "test": draw(test_ss, s["num_test"])}
+  return {"train": draw(train_ss, world.num_train), "test": draw(test_ss, world.num_test)}

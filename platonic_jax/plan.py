@@ -1,0 +1,209 @@
+"""The experiment's stages, built from the config once: typed parameters and derived keys.
+
+This is where the config stops. Every stage gets a typed parameter record read from
+the config fields that determine it (and only those), and its key is the hash of those
+parameters plus the keys of the stages it reads (``store.inputs`` / ``store.key``):
+
+    features/<split>/<source>    one frozen-feature entry (source: a modality or "ref")
+    features/<split>/world       the synthetic world's labels and latents z
+    before                       the frozen alignment table
+    train                        the trained adapters (checkpoints under train/<key>/)
+    trained, <baseline>          the shared spaces (the adapters; each closed-form fit)
+    <space>/<evaluator>          alignment, verdict, retrieval, transfer, info
+
+Changing an input changes the keys of exactly the stages that read it and of their
+downstream stages; the cadence fields (logging, checkpoints), worker / device counts,
+batch sizes of frozen encoders, chunk sizes and directories are not inputs (``Knobs``).
+``build(config, view=...)`` lets a test hand each stage's builder its own view of the
+config, to check which fields each stage reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from platonic_jax import store
+from platonic_jax.evaluation import alignment, baselines, retrieval, transfer, verdict, views
+from platonic_jax.features import params as fparams
+from platonic_jax.features.extract import Request
+
+SPLITS = ("train", "test")
+TRAINED = "trained"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  name: str
+  kind: str
+  params: Any
+  upstream: dict[str, str]     # role -> stage name
+
+
+@dataclasses.dataclass(frozen=True)
+class InfoParams:
+  """A baseline's fit report: on the first ``max_samples`` test rows."""
+  max_samples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+  """How the work is done, never what it computes (not part of any key)."""
+  cadence: "train.Cadence"
+  chunk_size: int          # rows per resumable chunk of a feature extraction
+  batch_size: int          # rows per compiled step of a frozen encoder
+  num_workers: int         # grain decode processes
+  data_dir: str            # TFDS files; "" = <workdir>/tfds
+
+  @classmethod
+  def from_config(cls, config) -> "Knobs":
+    from platonic_jax import train  # noqa: PLC0415 - optax / orbax: not for validation
+    return cls(cadence=train.Cadence.from_config(config.train),
+               chunk_size=int(config.features.chunk_size),
+               batch_size=int(config.encoders.batch_size),
+               num_workers=int(config.data.num_workers), data_dir=config.data.data_dir)
+
+
+@dataclasses.dataclass
+class Plan:
+  stages: dict[str, Stage]
+  keys: dict[str, str]
+  docs: dict[str, dict]        # the recorded inputs of each stage
+  modalities: tuple[str, ...]  # eval.pair first, then the others by name
+  pair: tuple[str, str]
+  reference: str               # the reference's display name
+  spaces: tuple[str, ...]      # "trained", then each baseline
+  knobs: Knobs
+  fields: dict[str, str]       # feature source -> the config field of its encoder
+  labels: Any                  # report.Labels: display names
+  config: dict                 # the whole config, as recorded in report.json
+
+  def evaluators(self, space: str) -> list[Stage]:
+    return [s for n, s in self.stages.items() if n.startswith(space + "/")]
+
+  def feature_requests(self) -> dict[str, dict[str, Request]]:
+    out = {}
+    for split in SPLITS:
+      prefix = f"features/{split}/"
+      out[split] = {n[len(prefix):]: Request(n[len(prefix):], self.keys[n], self.docs[n],
+                                             s.params, self.fields.get(n[len(prefix):], ""))
+                    for n, s in self.stages.items() if n.startswith(prefix)}
+    return out
+
+
+def modality_order(config) -> tuple[str, ...]:
+  """``eval.pair`` first, then the other modalities by name (ConfigDict iterates sorted)."""
+  pair = tuple(config.eval.pair)
+  return pair + tuple(sorted(m for m in config.modalities if m not in pair))
+
+
+def _feature(config, split: str, name: str) -> fparams.FeatureParams:
+  data = fparams.data_from_config(config)
+  synthetic = config.data.name == "synthetic"
+  if name == views.REF:
+    if synthetic:
+      return fparams.FeatureParams(split, data, view="reference")
+    return fparams.FeatureParams(split, data, encoder=fparams.EncoderParams.from_config(
+        config.reference, config.reference.modality, config.encoders))
+  if synthetic:
+    return fparams.FeatureParams(split, data, view=name)
+  return fparams.FeatureParams(split, data, encoder=fparams.EncoderParams.from_config(
+      config.modalities[name], name, config.encoders))
+
+
+def _specs(ev):
+  return alignment.metric_specs(tuple(ev.metrics), ev.k, tuple(ev.ks), ev.cca_dim)
+
+
+def _views(ev) -> views.ViewParams:
+  return views.ViewParams(q=float(ev.q), max_samples=int(ev.max_samples))
+
+
+def _verdict(ev, baseline: bool) -> verdict.VerdictParams:
+  if baseline and not ev.baseline_resample:
+    resample, field = 0, "eval.baseline_resample=True"
+  else:
+    resample, field = int(ev.bootstrap_resample), "eval.bootstrap_resample=100"
+  return verdict.VerdictParams(_specs(ev), _views(ev), tuple(ev.pair), int(ev.bootstrap),
+                               resample, field, float(ev.ci), int(ev.seed))
+
+
+def _baseline(config, kind: str) -> baselines.BaselineParams:
+  dim = int(config.eval.baseline_dim)
+  if dim == 0:
+    dim = int(config.adapter.dim)
+  return baselines.BaselineParams(kind, dim, tuple(config.eval.pair))
+
+
+def build(config, view: Callable[[str, Any], Any] = lambda name, config: config) -> Plan:
+  """The plan of ``config`` (already validated: ``platonic_jax.validate``).
+
+  ``view(stage name, config)`` gives each stage's builder the config it reads (tests
+  pass a recording proxy); by default the config itself.
+  """
+  c = view("plan", config)
+  order = modality_order(c)
+  pair = tuple(c.eval.pair)
+  synthetic = c.data.name == "synthetic"
+  baseline_kinds = tuple(c.eval.baselines)
+  stages: dict[str, Stage] = {}
+
+  def add(name, kind, build_params, upstream=()):
+    stages[name] = Stage(name, kind, build_params(view(name, config)), dict(upstream))
+
+  sources = order + (views.REF,)
+  for split in SPLITS:
+    for name in sources:
+      add(f"features/{split}/{name}", "features",
+          lambda cfg, split=split, name=name: _feature(cfg, split, name))
+    if synthetic:
+      add(f"features/{split}/world", "world_extras", lambda cfg, split=split:
+          fparams.WorldExtrasParams(split, fparams.data_from_config(cfg)))
+  test = lambda names: {f"test/{m}": f"features/test/{m}" for m in names}
+  trainf = lambda names: {f"train/{m}": f"features/train/{m}" for m in names}
+  world = lambda split: {f"{split}/world": f"features/{split}/world"} if synthetic else {}
+
+  add("before", "alignment_before", lambda cfg: alignment.AlignmentParams(
+      _specs(cfg.eval), _views(cfg.eval), tuple(cfg.eval.pair)), test(sources))
+  from platonic_jax import train  # noqa: PLC0415 - optax / orbax: not for validation
+  add("train", "train", lambda cfg: train.TrainParams.from_config(cfg, order), trainf(order))
+  add(TRAINED, "trained_space", lambda cfg: None, {"train": "train"})
+  for kind in baseline_kinds:
+    up = {**trainf(pair), **(world("train") if kind == "perfect_alignment" else {})}
+    add(kind, "baseline", lambda cfg, kind=kind: _baseline(cfg, kind), up)
+
+  for space in (TRAINED, *baseline_kinds):
+    sides = order if space == TRAINED else pair
+    base = {"space": space}
+    add(f"{space}/alignment", "alignment", lambda cfg: alignment.AlignmentParams(
+        _specs(cfg.eval), _views(cfg.eval), tuple(cfg.eval.pair)),
+        {**base, **test(sides + (views.REF,))})
+    add(f"{space}/verdict", "verdict",
+        lambda cfg, b=space != TRAINED: _verdict(cfg.eval, b),
+        {**base, **test(pair + (views.REF,))})
+    add(f"{space}/retrieval", "retrieval", lambda cfg: retrieval.RetrievalParams(
+        tuple(int(k) for k in cfg.eval.retrieval_ks), int(cfg.eval.max_samples),
+        tuple(cfg.eval.pair)), {**base, **test(pair)})
+    if synthetic:  # the only data with class labels
+      add(f"{space}/transfer", "transfer", lambda cfg: transfer.TransferParams(
+          int(cfg.eval.max_samples), tuple(cfg.eval.pair)),
+          {**base, **trainf(pair), **test(pair), **world("train"), **world("test")})
+    if space != TRAINED:
+      add(f"{space}/info", "info", lambda cfg: InfoParams(int(cfg.eval.max_samples)),
+          {**base, **test(pair), **world("test")})
+
+  keys, docs = {}, {}
+  for name, stage in stages.items():  # upstream stages are always added first
+    docs[name] = store.inputs(stage.kind, stage.params,
+                              {role: keys[u] for role, u in stage.upstream.items()})
+    keys[name] = store.key(docs[name])
+  from platonic_jax.report.labels import Labels  # noqa: PLC0415
+  display = view("display", config)
+  fields = {m: f"modalities.{m}.encoder" for m in order}
+  fields[views.REF] = "reference.encoder"
+  blocks = {**{m: display.modalities[m] for m in order}, views.REF: display.reference}
+  labels = Labels(display.reference.name,
+                  {m: b.encoder or "synthetic" for m, b in blocks.items()}, display.data.name)
+  return Plan(stages, keys, docs, order, pair, display.reference.name,
+              (TRAINED, *baseline_kinds), Knobs.from_config(view("knobs", config)), fields,
+              labels, config.to_dict())

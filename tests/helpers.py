@@ -1,0 +1,45 @@
+"""Helpers shared by the tests (importable as ``helpers``: tests/ is on pytest's
+pythonpath)."""
+
+import glob
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env(**extra) -> dict:
+  """The environment of a subprocess: conftest's 8 fake devices and HF_HUB_OFFLINE, and
+  the repository and tests/ importable."""
+  e = dict(os.environ)
+  e["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests"),
+                                     e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  e.update(extra)
+  return e
+
+
+def run_py(*args, timeout=300, **kw) -> subprocess.CompletedProcess:
+  """``python run.py ARGS`` from the repository root."""
+  return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env(),
+                        capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def load_config(name="synthetic", arg="tiny"):
+  """``configs/<name>.py``'s config for ``arg``, unlocked for the test to edit."""
+  import importlib  # noqa: PLC0415
+  c = importlib.import_module(f"configs.{name}").get_config(arg)
+  c.unlock()
+  return c
+
+
+def train_dirs(workdir) -> list[str]:
+  """The training directories of a workdir (one per training key)."""
+  return sorted(glob.glob(os.path.join(str(workdir), "train", "*")))
+
+
+def train_dir(workdir) -> str:
+  """The workdir's only training directory."""
+  dirs = train_dirs(workdir)
+  assert len(dirs) == 1, dirs
+  return dirs[0]

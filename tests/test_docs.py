@@ -1,0 +1,117 @@
+"""The docs tell the truth: docs/configuration.md documents exactly the schema of
+configs/default.py with its defaults, and every command the docs show runs (the cheap
+form: configs load and name existing fields, modules answer --help and accept the flags
+shown, pytest collects). docs/design.md is left out: it is the design document and also
+shows the planned API of open issues."""
+
+import ast
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from helpers import ROOT, env
+from configs import default
+
+DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]
+
+
+def _leaves(cfg, prefix=""):
+  for k in cfg:
+    v = cfg[k]
+    if isinstance(v, ml_collections.ConfigDict):
+      yield from _leaves(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v
+
+
+def _documented():
+  """{field path: default cell} of every table row of docs/configuration.md."""
+  section, out = None, {}
+  for line in open(os.path.join(ROOT, "docs", "configuration.md")):
+    m = re.match(r"^## (`([^`]+)`|Top level)", line)
+    if m:
+      section = m.group(2) or ""
+      continue
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if section is None or len(cells) < 3 or not cells[0].startswith("`"):
+      continue
+    name = cells[0].strip("`")
+    path = f"{section}.{name}" if section else name
+    out[path.replace("modalities.<name>.", "modalities.image.")] = cells[1]
+  return out
+
+
+def test_configuration_doc_lists_every_field_with_its_default():
+  schema = dict(_leaves(default.get_config()))
+  # One row documents the fields of every modality block.
+  schema = {p: v for p, v in schema.items() if not p.startswith("modalities.text.")}
+  doc = _documented()
+  assert sorted(doc) == sorted(schema)
+  for path, cell in doc.items():
+    assert cell.startswith("`") and cell.endswith("`"), (path, cell)
+    assert ast.literal_eval(cell.strip("`")) == schema[path], (path, cell, schema[path])
+
+
+def _commands():
+  """Every command line in the docs' code blocks (backslash continuations joined)."""
+  out = set()
+  for path in DOCS:
+    if path.endswith("design.md"):
+      continue
+    lines = open(path).read().splitlines()
+    i = 0
+    while i < len(lines):
+      line = lines[i]
+      if line.startswith("    "):
+        cmd = line.strip()
+        while cmd.endswith("\\") and i + 1 < len(lines):
+          i += 1
+          cmd = cmd[:-1] + " " + lines[i].strip()
+        cmd = cmd.split("  #")[0].strip()
+        if re.match(r"^(python (run\.py|-m )|pytest)", cmd):
+          out.add((os.path.basename(path), cmd))
+      i += 1
+  return sorted(out)
+
+
+COMMANDS = _commands()
+
+
+def test_the_docs_show_commands():
+  kinds = {c.split()[1] if c.startswith("python") else "pytest" for _, c in COMMANDS}
+  assert {"run.py", "-m", "pytest"} <= kinds, COMMANDS
+
+
+@pytest.mark.parametrize("doc,cmd", COMMANDS)
+def test_doc_command_runs(doc, cmd):
+  words = [w for w in cmd.split() if not w.startswith("[")]
+  if words[:2] == ["python", "run.py"]:
+    config = next(w.split("=", 1)[1] for w in words if w.startswith("--config="))
+    file, _, arg = config.partition(":")
+    assert os.path.exists(os.path.join(ROOT, file)), (doc, file)
+    name = os.path.splitext(os.path.basename(file))[0]
+    import importlib
+    c = importlib.import_module(f"configs.{name}").get_config(arg or None)
+    for w in words:
+      if w.startswith("--config."):
+        node = c
+        for part in w.split("=")[0][len("--config."):].split("."):
+          assert part in node, (doc, w)
+          node = node[part]
+    return
+  if words[0] == "pytest":
+    p = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *words[1:]],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (doc, cmd, p.stdout[-2000:] + p.stderr[-2000:])
+    return
+  module = words[2]
+  p = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=env(),
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, (doc, cmd, p.stderr[-2000:])
+  for flag in re.findall(r"--[a-z_][a-z_-]*", " ".join(words[3:])):
+    assert flag in p.stdout + p.stderr, (doc, cmd, f"{flag} is not an option of {module}")
