@@ -43,3 +43,14 @@ def train_dir(workdir) -> str:
   dirs = train_dirs(workdir)
   assert len(dirs) == 1, dirs
   return dirs[0]
+
+
+def config_leaves(cfg, prefix=""):
+  """(dotted path, value) of every leaf field of a ConfigDict."""
+  import ml_collections  # noqa: PLC0415
+  for k in cfg:
+    v = cfg[k]
+    if isinstance(v, ml_collections.ConfigDict):
+      yield from config_leaves(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}", v

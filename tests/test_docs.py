@@ -11,22 +11,12 @@ import re
 import subprocess
 import sys
 
-import ml_collections
 import pytest
 
-from helpers import ROOT, env
+from helpers import ROOT, config_leaves, env
 from configs import default
 
 DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]
-
-
-def _leaves(cfg, prefix=""):
-  for k in cfg:
-    v = cfg[k]
-    if isinstance(v, ml_collections.ConfigDict):
-      yield from _leaves(v, f"{prefix}{k}.")
-    else:
-      yield f"{prefix}{k}", v
 
 
 def _documented():
@@ -47,7 +37,7 @@ def _documented():
 
 
 def test_configuration_doc_lists_every_field_with_its_default():
-  schema = dict(_leaves(default.get_config()))
+  schema = dict(config_leaves(default.get_config()))
   # One row documents the fields of every modality block.
   schema = {p: v for p, v in schema.items() if not p.startswith("modalities.text.")}
   doc = _documented()

@@ -222,6 +222,18 @@ def test_cli_json(tmp_path, capsys):
   assert out["value"] == pytest.approx(want[0]) and tuple(out["layers"]) == want[1]
   assert cli.main([str(tmp_path / "a.npy"), str(tmp_path / "missing.npy")]) == 2
   assert "no such feature file" in capsys.readouterr().err
+  # Bad content: each message names the file.
+  bad = b.copy()
+  bad[3, 1] = np.nan
+  np.save(tmp_path / "nan.npy", bad)
+  assert cli.main([str(tmp_path / "a.npy"), str(tmp_path / "nan.npy")]) == 2
+  err = capsys.readouterr().err
+  assert f"{tmp_path / 'nan.npy'}: " in err and "NaN" in err
+  np.save(tmp_path / "short.npy", b[:50])
+  assert cli.main([str(tmp_path / "a.npy"), str(tmp_path / "short.npy")]) == 2
+  err = capsys.readouterr().err
+  assert str(tmp_path / "a.npy") in err and str(tmp_path / "short.npy") in err
+  assert "60 samples" in err and "has 50" in err
 
 # ------------------------------------------------------------------------ properties
 

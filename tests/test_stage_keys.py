@@ -13,7 +13,7 @@ one its stage depends on, fails here.
 import ml_collections
 import pytest
 
-from helpers import load_config
+from helpers import config_leaves as leaves, load_config
 from platonic_jax import plan
 
 # Fields that never change a stored result, and why.
@@ -76,15 +76,6 @@ def build_recorded(config):
     return Recorder(cfg, reads[name])
 
   return plan.build(config, view=view), reads
-
-
-def leaves(cfg, prefix=""):
-  for k in cfg:
-    v = cfg[k]
-    if isinstance(v, ml_collections.ConfigDict):
-      yield from leaves(v, f"{prefix}{k}.")
-    else:
-      yield f"{prefix}{k}", v
 
 
 OVERRIDES = {  # a different valid value where the generic change would not be one

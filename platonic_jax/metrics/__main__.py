@@ -58,8 +58,16 @@ def main(argv=None) -> int:
   takes = metrics.registry.get(args.metric).options
   kw = {name: getattr(args, name) for name in _FLAGS if name in takes}
   try:
-    a = metrics.prepare(_load(args.a), q=args.q, exact=args.exact)
-    b = metrics.prepare(_load(args.b), q=args.q, exact=args.exact)
+    feats = {}
+    for path in (args.a, args.b):
+      try:  # every message names the file it is about
+        feats[path] = metrics.prepare(_load(path), q=args.q, exact=args.exact)
+      except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    a, b = feats[args.a], feats[args.b]
+    if a.shape[-2] != b.shape[-2]:
+      raise ValueError(f"{args.a} has {a.shape[-2]} samples (shape {a.shape}) but {args.b} has "
+                       f"{b.shape[-2]} (shape {b.shape}); row i of both must be sample i")
     value, (i, j) = metrics.score(a, b, args.metric, normalize=args.normalize, **kw)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
