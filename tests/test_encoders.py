@@ -332,6 +332,21 @@ def test_missing_hub_model_offline_is_a_clear_error():
     encoders.load("no-such-user/no-such-model")
 
 
+@pytest.mark.parametrize("path", ["/no/such/dir", "./nope", "runs/a/b", "ckpt/"])
+def test_a_local_path_that_does_not_exist_says_so(path):
+  with pytest.raises(ValueError, match="no such directory"):
+    encoders.load(path)
+
+
+def test_a_corrupt_safetensors_file_is_named(resnet_ckpt, tmp_path):
+  directory, _ = resnet_ckpt
+  shutil.copytree(directory, tmp_path / "ckpt")
+  path = tmp_path / "ckpt" / "model.safetensors"
+  path.write_bytes(path.read_bytes()[:100])  # truncated
+  with pytest.raises(ValueError, match=f"{path} cannot be read as safetensors.*corrupt"):
+    encoders.load(str(tmp_path / "ckpt"))
+
+
 def test_pytorch_bin_checkpoint_reads_like_safetensors(resnet_ckpt, tmp_path):
   directory, model = resnet_ckpt
   sd = _state_dict(directory)

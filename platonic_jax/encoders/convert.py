@@ -21,8 +21,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
+from platonic_jax import errors
 
-class ConversionError(ValueError):
+
+class ConversionError(errors.InputError):
   """A checkpoint does not match the architecture: lists every offending key."""
 
   def __init__(self, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
@@ -142,10 +144,17 @@ def read_state_dict(directory: str) -> dict[str, np.ndarray]:
     out = {}
     # framework="pt" would need torch; "flax" reads bf16 too (numpy has no bf16 dtype).
     # Its arrays are put on the host CPU, not on an accelerator they would only leave again.
-    with jax.default_device(jax.local_devices(backend="cpu")[0]), \
-        safe_open(path, framework="flax") as f:
-      for k in f.keys():
-        out[k] = to_numpy(f.get_tensor(k))
+    try:
+      with jax.default_device(jax.local_devices(backend="cpu")[0]), \
+          safe_open(path, framework="flax") as f:
+        for k in f.keys():
+          out[k] = to_numpy(f.get_tensor(k))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+      if isinstance(e, FileNotFoundError):
+        raise errors.InputError(f"{path} is listed in the checkpoint but missing") from None
+      raise errors.InputError(
+          f"{path} cannot be read as safetensors ({type(e).__name__}: {e}): the file is "
+          "corrupt or truncated; download the checkpoint again") from None
     return out
 
   single = os.path.join(directory, "model.safetensors")

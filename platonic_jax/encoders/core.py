@@ -39,11 +39,21 @@ _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16
 _HUB_PATTERNS = ["*.json", "*.txt", "model.safetensors", "model-*.safetensors"]
 
 
+def _looks_like_a_path(name: str) -> bool:
+  """A hub id is "name" or "owner/name"; anything else with a separator is a path."""
+  return (name.startswith(("/", "./", "../", "~")) or name.endswith("/")
+          or name.count("/") > 1 or os.sep != "/" and os.sep in name)
+
+
 def resolve(name_or_dir: str) -> str:
   """A local directory for a hub id or a directory (huggingface_hub cache; honours
   ``HF_HUB_OFFLINE``). Falls back to ``pytorch_model.bin`` when the repo has no safetensors."""
   if os.path.isdir(name_or_dir):
     return name_or_dir
+  if _looks_like_a_path(name_or_dir):
+    raise ValueError(f"encoder {name_or_dir!r}: no such directory. Pass an existing "
+                     "checkpoint directory (config.json + model.safetensors) or a hub id "
+                     "such as 'microsoft/resnet-18'.")
   from huggingface_hub import snapshot_download  # local: only hub loads need it
   try:
     path = snapshot_download(name_or_dir, allow_patterns=_HUB_PATTERNS)
