@@ -316,8 +316,8 @@ def check_features(features: Mapping[str, np.ndarray], names, batch_size: int,
 # ---------------------------------------------------------------------------- logging
 
 
-class _Logger:
-  """Console progress, ``<workdir>/metrics.jsonl`` and TensorBoard events (process 0)."""
+class ProgressLog:
+  """Console progress, ``<train dir>/metrics.jsonl`` and TensorBoard events (process 0)."""
 
   def __init__(self, workdir: str, num_steps: int, start_step: int):
     self.num_steps = num_steps
@@ -477,7 +477,7 @@ def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], dire
   else:
     state, start = restored
   batches = _Batches(feats, op.batch_size, params.seed, mesh)
-  logger = _Logger(directory, op.num_steps, start)
+  logger = ProgressLog(directory, op.num_steps, start)
   if start:
     logging.info("Resuming at step %d of %d", start, op.num_steps)
 

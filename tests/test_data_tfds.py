@@ -226,6 +226,23 @@ def test_missing_or_empty_manual_dir_says_how_to_get_flickr(tmp_path, state):
     pdata.open_source(_data_config(), "train", str(tmp_path / "tfds"))
 
 
+def test_an_empty_image_folder_says_so(tmp_path):
+  make_flickr(str(tmp_path / "manual"), "json")
+  images = tmp_path / "manual" / "flickr30k-images"
+  for f in os.listdir(images):
+    os.remove(images / f)
+  with pytest.raises(ValueError, match="flickr30k-images exists but holds no .jpg file"):
+    _build("flickr30k", tmp_path / "manual", tmp_path / "tfds")
+
+
+def test_preparing_prints_no_misleading_download_line(tmp_path, capfd):
+  make_flickr(str(tmp_path / "manual"), "json")
+  pdata.open_source(_data_config(manual_dir=str(tmp_path / "manual")), "train",
+                    str(tmp_path / "tfds"))
+  out, _ = capfd.readouterr()
+  assert "Downloading and preparing" not in out and "Unknown size" not in out
+
+
 def test_manual_dir_without_annotation(tmp_path):
   make_flickr(str(tmp_path / "manual"), "json")
   os.remove(tmp_path / "manual" / "dataset_flickr30k.json")

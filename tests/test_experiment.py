@@ -63,8 +63,8 @@ class Spy:
                     lambda: self.stages.append(name) or compute(), result_type, **kw)
 
     monkeypatch.setattr(store, "cached", spy_cached)
-    log = train._Logger.log
-    monkeypatch.setattr(train._Logger, "log",
+    log = train.ProgressLog.log
+    monkeypatch.setattr(train.ProgressLog, "log",
                         lambda s, step, rec: self.steps.append(step) or log(s, step, rec))
     save = features.Entry.save
     monkeypatch.setattr(features.Entry, "save",

@@ -105,8 +105,8 @@ def test_host_block_update_matches_numpy_and_keeps_its_operands(jit):
 def test_auto_selection_uses_the_host_kernel_on_cpu():
   mesh = sharding.data_mesh(jax.devices()[:1])
   assert metrics.host_topk.unavailable_reason() is None  # numba is a dependency
-  assert metrics.knn._use_host("auto", mesh)
-  assert not metrics.knn._use_host("xla", mesh)
+  assert metrics.knn.uses_host_topk("auto", mesh)
+  assert not metrics.knn.uses_host_topk("xla", mesh)
   with pytest.raises(ValueError, match="select must be one of"):
     metrics.nearest_neighbors(np.eye(5, dtype=np.float32), 2, select="numba")
 
@@ -114,7 +114,7 @@ def test_auto_selection_uses_the_host_kernel_on_cpu():
 def test_selection_falls_back_to_xla_when_the_host_kernel_cannot_run(monkeypatch):
   mesh = sharding.data_mesh(jax.devices()[:1])
   monkeypatch.setattr(metrics.host_topk, "unavailable_reason", lambda: "numba is not installed")
-  assert not metrics.knn._use_host("auto", mesh)
+  assert not metrics.knn.uses_host_topk("auto", mesh)
   with pytest.raises(ValueError, match="select='host' cannot run: numba is not installed"):
     metrics.nearest_neighbors(np.eye(5, dtype=np.float32), 2, select="host")
   _, idx = metrics.nearest_neighbors(np.eye(5, dtype=np.float32) * np.arange(1, 6), 1)

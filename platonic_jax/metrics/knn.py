@@ -178,8 +178,9 @@ def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "
   return _knn_checked(x, k, tile=tile, precision=precision, mesh=mesh, select=select)
 
 
-def _use_host(select: str, mesh) -> bool:
-  """Resolves ``select`` for a mesh (see ``nearest_neighbors``)."""
+def uses_host_topk(select: str, mesh) -> bool:
+  """Whether the block top-k runs on the host kernel for ``select`` on ``mesh`` (see
+  ``nearest_neighbors``); warns once when "auto" falls back to XLA."""
   if select not in SELECTORS:
     raise ValueError(f"select must be one of {SELECTORS}, got {select!r}")
   on_cpu = sharding.on_cpu(mesh)
@@ -204,7 +205,7 @@ def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh, select="auto")
   if precision not in PRECISIONS:
     raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
   mesh = tiling.default_mesh() if mesh is None else mesh
-  host = _use_host(select, mesh)
+  host = uses_host_topk(select, mesh)
   n = x.shape[0]
   t = tiling.effective_tile(n, tile)
   pi, pj, ok = tiling.block_pairs(-(-n // t), mesh.devices.size)
