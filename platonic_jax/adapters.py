@@ -26,6 +26,26 @@ import numpy as np
 KINDS = ("linear", "mlp")
 
 
+@jax.custom_jvp
+def gelu_exact(x: jax.Array) -> jax.Array:
+  """GELU with the exact erf, x/2 · (1 + erf(x/√2)), as ``torch.nn.GELU()``.
+
+  Its own derivative (Φ(x) + x φ(x)) instead of differentiating ``lax.erf``: in jax 0.12
+  the derivative of erf fails ``shard_map``'s varying-axes check ("Primitive polynomial
+  requires varying manual axes to match"), which breaks the data-parallel step of the
+  MLP adapters. Same values as ``jax.nn.gelu(approximate=False)`` to ~1e-7.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * np.float32(0.7071067811865476)))
+
+
+@gelu_exact.defjvp
+def _gelu_exact_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  cdf = 0.5 * (1.0 + jax.lax.erf(x * np.float32(0.7071067811865476)))
+  pdf = jnp.exp(-0.5 * x * x) * np.float32(0.3989422804014327)  # 1/sqrt(2 pi)
+  return gelu_exact(x), dx * (cdf + x * pdf)
+
+
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   """Rows to unit length: x / max(‖x‖, eps) (as torch.nn.functional.normalize)."""
   norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
@@ -47,7 +67,7 @@ class Adapter(nn.Module):
       x = nn.Dense(self.dim, use_bias=self.use_bias, name="W")(x)  # [N, D] x [D, E] -> [N, E]
     elif self.kind == "mlp":
       x = nn.Dense(self.hidden, name="hidden")(x)  # [N, D] x [D, H] -> [N, H]
-      x = nn.gelu(x, approximate=False)  # exact erf GELU, as torch.nn.GELU()
+      x = gelu_exact(x)  # exact erf GELU, as torch.nn.GELU()
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.Dense(self.dim, name="out")(x)  # [N, H] x [H, E] -> [N, E]
     else:

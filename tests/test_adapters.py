@@ -80,3 +80,14 @@ def test_bad_inputs_name_the_problem():
     adapters.embed(model, params, "video", np.zeros((2, 3)))
   with pytest.raises(ValueError, match=r"\[N, D\]"):
     adapters.embed(model, params, "image", np.zeros((3,)))
+
+
+def test_exact_gelu_and_its_derivative_against_float64():
+  from scipy.special import erf
+  x = np.linspace(-6, 6, 121)
+  want = 0.5 * x * (1 + erf(x / np.sqrt(2)))
+  dwant = 0.5 * (1 + erf(x / np.sqrt(2))) + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
+  xs = jnp.asarray(x, jnp.float32)
+  np.testing.assert_allclose(adapters.gelu_exact(xs), want, rtol=1e-6, atol=1e-6)  # float32
+  got = jax.grad(lambda v: adapters.gelu_exact(v).sum())(xs)
+  np.testing.assert_allclose(got, dwant, rtol=1e-6, atol=1e-6)
