@@ -105,3 +105,14 @@ def test_doc_command_runs(doc, cmd):
   assert p.returncode == 0, (doc, cmd, p.stderr[-2000:])
   for flag in re.findall(r"--[a-z_][a-z_-]*", " ".join(words[3:])):
     assert flag in p.stdout + p.stderr, (doc, cmd, f"{flag} is not an option of {module}")
+
+
+def test_readme_accelerator_install_lines_match_the_jax_pin():
+  import tomllib
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    deps = tomllib.load(f)["project"]["dependencies"]
+  pin = next(d for d in deps if re.match(r"jax[<>=]", d))[len("jax"):]
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  extras = re.findall(r'"jax\[(\w+)\]([^"]+)"', readme)
+  assert {e for e, _ in extras} >= {"cuda13", "tpu"}, extras
+  assert all(spec == pin for _, spec in extras), (pin, extras)
