@@ -8,9 +8,12 @@
 Every batch has the same number of rows (the last one is padded with blank rows that are
 dropped from the output; text is padded to its longest caption rounded up to a multiple
 of 16 tokens, at most ``max_length``, and masked), so each (batch size, layers, pool)
-compiles once per token bucket. The batch axis is split over every device of a
-1-D ``data`` mesh with ``jax.shard_map`` (parameters replicated): no cross-device
-communication, so 8 devices give the same numbers as 1.
+compiles once per token bucket. The batch axis is split over the ``data`` axis of a
+``("data", "model")`` mesh. With ``model_parallel=1`` (the default) parameters are
+replicated and each device runs its rows with ``jax.shard_map``: no cross-device
+communication, so 8 devices give the same numbers as 1. With ``model_parallel=N``
+parameters are sharded over ``model`` by the architecture's ``PARTITION_RULES``
+(``encoders/partition.py``) and the forward is one GSPMD program under ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from platonic_jax import sharding
 from platonic_jax.encoders import convert as convert_lib
-from platonic_jax.encoders import common, preprocess, registry
+from platonic_jax.encoders import common, partition, preprocess, registry
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ class Encoder:
     self.pools = tuple(arch.POOLS)
     self.dtype = jnp.dtype(dtype)
     self.module = arch.build(hf_config, dtype)
-    self.mesh = mesh or sharding.data_mesh(jax.local_devices())
+    self.mesh = mesh or partition.model_mesh(jax.local_devices())
     self.image_spec = image_spec
     self.tokenizer = tokenizer
     self.max_length = int(max_length)
@@ -116,7 +119,13 @@ class Encoder:
     convert_lib.check_params(params, expected["params"], f"{name} parameters")
     if sharding.on_cpu(self.mesh) and hasattr(arch, "cpu_variant"):
       self.module, params = arch.cpu_variant(self.module, params)
-    self.params = jax.device_put(_cast_kernels(params, self.dtype), sharding.replicated(self.mesh))
+    # One parameter at a time, each device reading only its slice (lazy checkpoint views);
+    # kernels in the compute dtype, every other leaf float32 (registry contract).
+    self.rules = tuple(getattr(arch, "PARTITION_RULES", ()))
+    self.params = partition.place(
+        params, self.mesh, self.rules,
+        dtype_of=lambda path, x: self.dtype if path.endswith("kernel") else jnp.float32)
+    del params
     self.dims = tuple(int(o.shape[-1]) for o in outs)
     self.num_layers = len(self.dims)
     self.dim = self.dims[-1]
@@ -124,7 +133,8 @@ class Encoder:
 
   def __repr__(self):
     return (f"Encoder({self.name!r}, modality={self.modality}, dims={self.dims}, "
-            f"dtype={self.dtype.name}, devices={self.mesh.size})")
+            f"dtype={self.dtype.name}, devices={self.mesh.size}, "
+            f"model_parallel={partition.model_parallel_size(self.mesh)})")
 
   # ----- inputs -------------------------------------------------------------------------
   def _image_size(self) -> tuple[int, int]:
@@ -188,10 +198,34 @@ class Encoder:
 
       spec = P(sharding.DATA)
       options = getattr(self.arch, "CPU_COMPILER_OPTIONS", None) if on_cpu else None
-      self._fns[key] = jax.jit(jax.shard_map(
-          per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
-          out_specs=tuple(spec for _ in layers)), compiler_options=options)
+      if partition.model_parallel_size(self.mesh) > 1:
+        # Sharded parameters: one GSPMD program; XLA inserts the collectives the
+        # partition rules imply (all-reduce after row-parallel matmuls, ...).
+        batch = sharding.batch_sharding(self.mesh)
+        self._fns[key] = jax.jit(
+            lambda params, *inputs: forward(params, inputs),
+            in_shardings=(partition.shardings(self.params, self.mesh, self.rules),)
+            + (batch,) * n_in,
+            out_shardings=tuple(batch for _ in layers), compiler_options=options)
+      else:
+        self._fns[key] = jax.jit(jax.shard_map(
+            per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
+            out_specs=tuple(spec for _ in layers)), compiler_options=options)
     return self._fns[key]
+
+  def _to_mesh(self, x: np.ndarray) -> jax.Array:
+    """A host batch onto the mesh, rows split over ``data``. On a mesh spanning
+    processes every process passes the same global batch and puts its own rows."""
+    target = sharding.batch_sharding(self.mesh)
+    if not self.mesh.is_multi_process:
+      return jax.device_put(x, target)
+    return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
+
+  def _to_host(self, y: jax.Array) -> np.ndarray:
+    if y.is_fully_addressable:
+      return np.asarray(y)
+    from jax.experimental import multihost_utils  # local: multi-process runs only
+    return np.asarray(multihost_utils.process_allgather(y, tiled=True))
 
   def _layers(self, layers) -> tuple[int, ...]:
     if layers is None:
@@ -215,8 +249,8 @@ class Encoder:
   def _batch(self, batch_size: int) -> int:
     if int(batch_size) < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = self.mesh.size
-    return -(-int(batch_size) // n) * n   # a multiple of the device count
+    n = int(self.mesh.shape[sharding.DATA])
+    return -(-int(batch_size) // n) * n   # a multiple of the data-parallel device count
 
   # ----- public -------------------------------------------------------------------------
   def encode_iter(self, items: Iterable[Any], batch_size: int = 64, layers=None,
@@ -238,7 +272,6 @@ class Encoder:
     same_width = len({self.dims[i] for i in idx}) == 1
     bs = self._batch(batch_size)
     fn = self._fn(pool, idx)
-    in_sharding = sharding.batch_sharding(self.mesh)
     self.num_truncated = 0
 
     def chunks():
@@ -253,7 +286,7 @@ class Encoder:
 
     def finish(pending):
       outs, n = pending
-      outs = [np.asarray(o)[:n] for o in outs]   # blocks on the device; drops pad rows
+      outs = [self._to_host(o)[:n] for o in outs]   # blocks on the device; drops pad rows
       if single:
         return outs[0]
       return np.stack(outs) if same_width else outs
@@ -277,7 +310,7 @@ class Encoder:
       inputs = self._inputs(chunk, start)
       n = inputs[0].shape[0]
       inputs = [sharding.pad_rows(x, bs)[0] for x in inputs]
-      outs = fn(self.params, *[jax.device_put(x, in_sharding) for x in inputs])  # async
+      outs = fn(self.params, *[self._to_mesh(x) for x in inputs])  # async
       if pending is not None:
         yield finish(pending)
         progress(pending[1])
@@ -316,7 +349,7 @@ class Encoder:
 
 
 def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
-         devices: Sequence[jax.Device] | None = None) -> Encoder:
+         devices: Sequence[jax.Device] | None = None, model_parallel: int = 1) -> Encoder:
   """An :class:`Encoder` from a hub id or a local HF checkpoint directory.
 
   Args:
@@ -325,8 +358,15 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       and preprocessor_config.json (images) / tokenizer files (text).
     dtype: "float32" or "bfloat16" (bf16 matmul operands, float32 accumulation and output).
     max_length: text only: tokens per caption (longer ones truncated, counted).
-    devices: devices of the data mesh (default: this host's ``jax.local_devices()``:
-      encoding is host-local -- on a multi-host run each host encodes its own items).
+    devices: devices of the mesh (default: this host's ``jax.local_devices()`` when
+      ``model_parallel`` is 1 -- encoding is host-local, on a multi-host run each host
+      encodes its own items -- else every process's ``jax.devices()``).
+    model_parallel: devices that share one copy of the parameters, sharded over them by
+      the architecture's ``PARTITION_RULES`` (``encoders/partition.py``): for models
+      larger than one device. Must divide the device count; the rest is data parallel.
+      Each process reads only its devices' slices of the safetensors files. When the
+      mesh spans processes (``jax.distributed``), every process calls ``encode`` with
+      the same items and gets all features.
   """
   if isinstance(dtype, str):
     if dtype not in _DTYPES:
@@ -340,13 +380,17 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
     raise ValueError(f"{path} has no config.json (a Hugging Face checkpoint directory needs one)")
   hf_config = AutoConfig.from_pretrained(path)
   arch = registry.get(hf_config.model_type)
-  params = arch.convert(convert_lib.read_state_dict(path), hf_config)
+  if devices is None:
+    devices = jax.local_devices() if model_parallel == 1 else jax.devices()
+  mesh = partition.model_mesh(devices, model_parallel)   # validates model_parallel first
+  # Lazy views: a converter that keeps them (StateDict.view) lets each device read only
+  # its slice; converters that take() read tensors whole, one at a time.
+  params = arch.convert(convert_lib.lazy_state_dict(path), hf_config)
   image_spec = tokenizer = None
   if arch.MODALITY == "image":
     image_spec = preprocess.ImageSpec.from_dir(path)
   else:
     from platonic_jax.encoders import tokenize
     tokenizer = tokenize.load_tokenizer(path)
-  mesh = sharding.data_mesh(jax.local_devices() if devices is None else devices)
   return Encoder(name_or_dir, hf_config, arch, params, dtype, mesh, image_spec, tokenizer,
                  max_length)

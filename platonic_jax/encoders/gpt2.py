@@ -47,6 +47,16 @@ POOLS = ("mean", "last")
 # 16 x 80 tokens on the project's 2-core CPU; smaller ones lose to per-step overhead.
 CPU_MICRO_BATCH = 8
 
+# Megatron-style tensor parallelism over the mesh's "model" axis (encoders/partition.py):
+# the first matmul of attention / MLP split by output columns, the second by input rows,
+# so each block needs one all-reduce per matmul pair; the token table split by rows.
+PARTITION_RULES = (
+    (r"wte/embedding", ("model", None)),
+    (r"h_\d+/(attn/c_attn|mlp/c_fc)/kernel", (None, "model")),
+    (r"h_\d+/(attn/c_attn|mlp/c_fc)/bias", ("model",)),
+    (r"h_\d+/(attn|mlp)/c_proj/kernel", ("model", None)),
+)
+
 # Checkpoint keys that are known and deliberately unused (regexes on names without the
 # "transformer." prefix): the causal-mask buffers old checkpoints stored, and the task
 # heads of GPT2LMHeadModel / DoubleHeads / SequenceClassification / QA / TokenClassification,

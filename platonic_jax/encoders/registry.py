@@ -29,6 +29,14 @@ Contract of an architecture module (one file per architecture, one entry here):
         # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
         # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters,
         # DINOv2's attention over groups of samples side by side.
+    PARTITION_RULES: tuple[tuple[str, tuple], ...]   # optional: how parameters shard
+        # over the mesh's "model" axis with load(..., model_parallel=N)
+        # (encoders/partition.py): (regex re.fullmatch-ed against the '/'-joined Flax
+        # param path, e.g. "layers_3/attn/q_proj/kernel"; a partition spec as a tuple
+        # with one mesh-axis name or None per array dim, e.g. (None, "model")). First
+        # match wins; unmatched params are replicated. ``convert`` may return lazy views
+        # (encoders/lazy.py, via StateDict.view) instead of numpy leaves: each device
+        # then reads only its slice of the safetensors files.
 
 Adding an architecture = writing that module and adding it to ``_ARCHITECTURES`` below
 (a plain tuple of imported modules, no string-to-import lookups).
