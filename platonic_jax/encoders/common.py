@@ -66,6 +66,25 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
   return (x - mean) * lax.rsqrt(var + eps) * scale + bias
 
 
+def pool_tokens(h: jax.Array, mask: jax.Array, pool: str) -> jax.Array:
+  """Pools token features ``h [B, T, D]`` over real tokens (``mask [B, T]``) -> [B, D].
+
+  "mean" / "avg" (the Platonic release's name): masked mean; a row without any real
+  token (batch padding) gives zeros, not NaN. "last": the feature of the last position
+  whose mask is 1 (right padding: length - 1; left padding: T - 1, the release's
+  ``pool="none"``).
+  """
+  m = mask.astype(jnp.float32)
+  if pool in ("mean", "avg"):
+    total = jnp.sum(h * m[:, :, None], axis=1)  # [B, D]
+    return total / jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0)
+  if pool == "last":
+    pos = jnp.arange(h.shape[1])
+    last = jnp.max(jnp.where(mask > 0, pos[None, :], 0), axis=1)  # [B]
+    return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+  raise ValueError(f"unknown pool {pool!r}; choose 'mean' / 'avg' or 'last'")
+
+
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),       # torch nn.GELU(): erf form

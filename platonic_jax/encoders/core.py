@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from platonic_jax import sharding
 from platonic_jax.encoders import convert as convert_lib
-from platonic_jax.encoders import common, partition, preprocess, registry
+from platonic_jax.encoders import common, lm_scores, partition, preprocess, registry
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ def _cast_kernels(params: Any, dtype) -> Any:
   return jax.tree_util.tree_map_with_path(cast, params)
 
 
+def _no_layers(layers) -> bool:
+  """``layers=()``: no features, only scores (``bits_per_byte``)."""
+  return isinstance(layers, (tuple, list)) and len(layers) == 0
+
+
 def _single_layer(layers) -> bool:
   """Whether ``layers`` asks for one layer's [N, D] (None or an int), not a stack / list."""
   return layers is None or isinstance(layers, (int, np.integer))
@@ -113,9 +118,15 @@ class Encoder:
     self.tokenizer = tokenizer
     self.max_length = int(max_length)
     self.num_truncated = 0
+    # Language models (registry: SCORES) also compute next-token losses for
+    # bits_per_byte; their LM head is a parameter only that path creates.
+    self.scores = bool(getattr(arch, "SCORES", False))
+    kw = {"scores": True} if self.scores else {}
     # One abstract trace gives both the parameter shapes to check and the feature widths.
     outs, expected = jax.eval_shape(
-        lambda: self.module.init_with_output(jax.random.key(0), *self._dummy()))
+        lambda: self.module.init_with_output(jax.random.key(0), *self._dummy(), **kw))
+    if self.scores:
+      outs = outs[0]
     convert_lib.check_params(params, expected["params"], f"{name} parameters")
     if sharding.on_cpu(self.mesh) and hasattr(arch, "cpu_variant"):
       self.module, params = arch.cpu_variant(self.module, params)
@@ -166,16 +177,19 @@ class Encoder:
                                              pad_to_multiple=_TEXT_BUCKET)
     self.num_truncated += truncated
     vocab = getattr(self.hf_config, "vocab_size", None)
-    if vocab is not None and ids.size and int(ids.max()) >= vocab:
+    real = ids[mask > 0]   # pads are masked out: their id may be anything (huggyllama's [PAD])
+    if vocab is not None and real.size and int(real.max()) >= vocab:
       raise ValueError(
-          f"text encoder {self.name!r}: the tokenizer produced id {int(ids.max())} but the "
+          f"text encoder {self.name!r}: the tokenizer produced id {int(real.max())} but the "
           f"checkpoint's vocab_size is {vocab}; the tokenizer files do not belong to this "
-          "checkpoint (put the model's own vocab.json + merges.txt beside config.json).")
+          "checkpoint (put the model's own tokenizer files beside config.json).")
     return ids, mask
 
   # ----- compiled step ------------------------------------------------------------------
-  def _fn(self, pool: str, layers: tuple[int, ...]):
-    key = (pool, layers)
+  def _fn(self, pool: str, layers: tuple[int, ...], scores: bool = False):
+    """The compiled step: (params, *inputs) -> the pooled ``layers`` (a tuple), or with
+    ``scores`` the pair (that tuple, [B] next-token nats)."""
+    key = (pool, layers, scores)
     if key not in self._fns:
       on_cpu = sharding.on_cpu(self.mesh)
       module = self.module
@@ -183,6 +197,9 @@ class Encoder:
       micro_target = getattr(self.arch, "CPU_MICRO_BATCH", 0) if on_cpu else 0
 
       def forward(params, inputs):
+        if scores:
+          feats, nats = module.apply({"params": params}, *inputs, pool=pool, scores=True)
+          return tuple(feats[i] for i in layers), nats
         feats = module.apply({"params": params}, *inputs, pool=pool)
         return tuple(feats[i] for i in layers)
 
@@ -197,6 +214,8 @@ class Encoder:
         return common.map_chunks(lambda *xs: forward(params, xs), inputs, micro)
 
       spec = P(sharding.DATA)
+      out_specs = tuple(spec for _ in layers)
+      out_specs = (out_specs, spec) if scores else out_specs
       options = getattr(self.arch, "CPU_COMPILER_OPTIONS", None) if on_cpu else None
       if partition.model_parallel_size(self.mesh) > 1:
         # Sharded parameters: one GSPMD program; XLA inserts the collectives the
@@ -206,11 +225,11 @@ class Encoder:
             lambda params, *inputs: forward(params, inputs),
             in_shardings=(partition.shardings(self.params, self.mesh, self.rules),)
             + (batch,) * n_in,
-            out_shardings=tuple(batch for _ in layers), compiler_options=options)
+            out_shardings=jax.tree.map(lambda _: batch, out_specs), compiler_options=options)
       else:
         self._fns[key] = jax.jit(jax.shard_map(
             per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
-            out_specs=tuple(spec for _ in layers)), compiler_options=options)
+            out_specs=out_specs), compiler_options=options)
     return self._fns[key]
 
   def _to_mesh(self, x: np.ndarray) -> jax.Array:
@@ -254,24 +273,27 @@ class Encoder:
 
   # ----- public -------------------------------------------------------------------------
   def encode_iter(self, items: Iterable[Any], batch_size: int = 64, layers=None,
-                  pool: str = "") -> Iterator[Any]:
+                  pool: str = "", bits_per_byte: bool = False) -> Iterator[Any]:
     """Streaming form of :meth:`encode`: yields one result per batch of ``batch_size``
     items (the same type/shape rules as ``encode``, with N = that batch's count), in order.
 
     ``items`` may be any iterable (a generator over a dataset that does not fit in
     memory). Host preprocessing of batch i+1 overlaps the device computation of batch i.
     Every ``PROGRESS_EVERY_S`` seconds the count of items done (of ``len(items)`` when
-    known) and the rate are logged at INFO.
+    known) and the rate are logged at INFO. With ``bits_per_byte`` each result is the
+    pair ``(features, np [n] bits per byte)`` from the same forward pass.
     """
     if pool and pool not in self.pools:
       raise ValueError(f"unknown pool {pool!r} for {self.name!r}; choose from {self.pools}")
     if isinstance(items, (str, bytes)):
       raise ValueError("encode expects a list of items; wrap a single item: [item]")
-    idx = self._layers(layers)
+    if bits_per_byte:
+      self._check_scores()
+    idx = () if bits_per_byte and _no_layers(layers) else self._layers(layers)
     single = _single_layer(layers)
-    same_width = len({self.dims[i] for i in idx}) == 1
+    same_width = len({self.dims[i] for i in idx}) <= 1
     bs = self._batch(batch_size)
-    fn = self._fn(pool, idx)
+    fn = self._fn(pool, idx, bool(bits_per_byte))
     self.num_truncated = 0
 
     def chunks():
@@ -285,11 +307,18 @@ class Encoder:
         yield start, buf
 
     def finish(pending):
-      outs, n = pending
+      outs, n, chunk = pending
+      if bits_per_byte:
+        outs, nats = outs
+        bpb = lm_scores.bits_per_byte(self._to_host(nats)[:n], chunk)
       outs = [self._to_host(o)[:n] for o in outs]   # blocks on the device; drops pad rows
       if single:
-        return outs[0]
-      return np.stack(outs) if same_width else outs
+        feats = outs[0]
+      elif not outs:
+        feats = None
+      else:
+        feats = np.stack(outs) if same_width else outs
+      return (feats, bpb) if bits_per_byte else feats
 
     total = f"/{len(items)}" if isinstance(items, Sequence) else ""
     t0 = last_log = time.perf_counter()
@@ -314,7 +343,7 @@ class Encoder:
       if pending is not None:
         yield finish(pending)
         progress(pending[1])
-      pending = (outs, n)
+      pending = (outs, n, chunk)
     if pending is not None:
       yield finish(pending)
       progress(pending[1])
@@ -323,7 +352,7 @@ class Encoder:
                   self.name, self.num_truncated, self.max_length)
 
   def encode(self, items: Sequence[Any], batch_size: int = 64, layers=None,
-             pool: str = "") -> Any:
+             pool: str = "", bits_per_byte: bool = False) -> Any:
     """Features of ``items``.
 
     Args:
@@ -334,15 +363,44 @@ class Encoder:
         allowed; 0 = embedding / stem) -> np [len(layers), N, D] when those layers share a
         width, else a list of np [N, D_l] (ResNet stages differ: 64, 128, 256, 512).
       pool: one of ``self.pools``; "" = the default (``pools[0]``).
+      bits_per_byte: language models only: also return each text's bits per byte
+        (:meth:`bits_per_byte`), computed in the same forward pass.
 
-    Returns float32 numpy whatever the compute dtype. Text encoders set
-    ``self.num_truncated`` (captions longer than ``max_length`` tokens) and log it.
+    Returns float32 numpy whatever the compute dtype (with ``bits_per_byte``, the pair
+    ``(features, np [N])``). Text encoders set ``self.num_truncated`` (captions longer
+    than ``max_length`` tokens) and log it.
     """
-    parts = list(self.encode_iter(items, batch_size, layers, pool))
+    parts = list(self.encode_iter(items, batch_size, layers, pool, bits_per_byte))
     if not parts:
       raise ValueError("encode got no items")
+    if bits_per_byte:
+      return self._join([p[0] for p in parts], layers), np.concatenate([p[1] for p in parts])
+    return self._join(parts, layers)
+
+  def bits_per_byte(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Each text's language-modelling loss in bits per UTF-8 byte, np [N] float32.
+
+    The Platonic release's ``utils.cross_entropy_loss`` + ``cross_entropy_to_bits_per_unit``
+    (``encoders/lm_scores.py``): next-token cross-entropy in nats summed over the
+    predicted real tokens (the first token -- BOS where the tokenizer adds one -- is
+    context only), times log2(e), divided by ``len(text.encode("utf-8"))`` of the whole
+    text (also when it was truncated to ``max_length`` tokens, as the release divides by
+    the string it was given). Use ``encode(..., bits_per_byte=True)`` to get the
+    features from the same pass.
+    """
+    return self.encode(texts, batch_size, layers=(), bits_per_byte=True)[1]
+
+  def _check_scores(self) -> None:
+    if not self.scores:
+      raise ValueError(f"bits_per_byte needs a language model; {self.name!r} is a "
+                       f"{self.modality} encoder ({self.arch.__name__.rsplit('.', 1)[-1]}) "
+                       "without a next-token head")
+
+  def _join(self, parts: list, layers) -> Any:
     if _single_layer(layers):
       return np.concatenate(parts, axis=0)
+    if _no_layers(layers):
+      return None
     if isinstance(parts[0], list):
       return [np.concatenate(per_layer, axis=0) for per_layer in zip(*parts)]
     return np.concatenate(parts, axis=1)
@@ -391,6 +449,8 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
     image_spec = preprocess.ImageSpec.from_dir(path)
   else:
     from platonic_jax.encoders import tokenize
-    tokenizer = tokenize.load_tokenizer(path)
+    # An architecture may set its tokenizer up its own way (registry: load_tokenizer).
+    tokenizer = (arch.load_tokenizer(path, name_or_dir) if hasattr(arch, "load_tokenizer")
+                 else tokenize.load_tokenizer(path))
   return Encoder(name_or_dir, hf_config, arch, params, dtype, mesh, image_spec, tokenizer,
                  max_length)

@@ -29,6 +29,12 @@ Contract of an architecture module (one file per architecture, one entry here):
         # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
         # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters,
         # DINOv2's attention over groups of samples side by side.
+    SCORES: bool                           # optional, text: the module also takes
+        # ``scores: bool`` (static); with scores=True it returns (features tuple, [B]
+        # float32 summed next-token nats), and its LM head parameters exist only on that
+        # path (load traces it): Encoder.bits_per_byte / encode(bits_per_byte=True).
+    def load_tokenizer(path, name) -> tokenizer   # optional, text: the tokenizer set-up
+        # (default tokenize.load_tokenizer, GPT-2's); decoders use the release's.
     PARTITION_RULES: tuple[tuple[str, tuple], ...]   # optional: how parameters shard
         # over the mesh's "model" axis with load(..., model_parallel=N)
         # (encoders/partition.py): (regex re.fullmatch-ed against the '/'-joined Flax
@@ -46,9 +52,9 @@ from __future__ import annotations
 
 import types
 
-from platonic_jax.encoders import dinov2, gpt2, resnet
+from platonic_jax.encoders import bloom, decoder, dinov2, gpt2, resnet
 
-_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2)
+_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2, decoder, bloom)
 
 _CONTRACT = ("MODEL_TYPES", "MODALITY", "POOLS", "build", "convert")
 
@@ -67,7 +73,7 @@ REGISTRY: dict[str, types.ModuleType] = {
 
 
 def supported() -> tuple[str, ...]:
-  """The model_type values :func:`get` accepts."""
+  """The model_type values :func:`get` accepts (sorted)."""
   return tuple(sorted(REGISTRY))
 
 
