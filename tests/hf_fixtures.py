@@ -164,12 +164,14 @@ def decoder_tokenizer(directory: str, vocab_size: int = 300, bos: bool = True) -
   """A byte-level BPE trained on the caption corpus, saved as ``tokenizer.json`` +
   ``tokenizer_config.json`` so ``AutoTokenizer.from_pretrained(directory)`` loads it.
   ``bos``: prepend ``<s>`` to every text (Llama / Gemma tokenizers do; Qwen, BLOOM,
-  OLMo do not). Specials: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2; no pad token."""
+  OLMo do not). Specials: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, ``<|endoftext|>`` 3 (the pad
+  token transformers' Qwen2Tokenizer sets when it sees a qwen2 config.json); no pad token."""
   from tokenizers import ByteLevelBPETokenizer, processors
   from transformers import PreTrainedTokenizerFast
   bpe = ByteLevelBPETokenizer()
   bpe.train_from_iterator(GPT2_CORPUS, vocab_size=vocab_size, min_frequency=1,
-                          show_progress=False, special_tokens=["<unk>", "<s>", "</s>"])
+                          show_progress=False,
+                          special_tokens=["<unk>", "<s>", "</s>", "<|endoftext|>"])
   if bos:
     bpe.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])

@@ -138,6 +138,7 @@ class Bloom(nn.Module):
     if pool not in POOLS:
       raise ValueError(f"unknown BLOOM pool {pool!r}; choose one of {POOLS}")
     mask = attention_mask.astype(jnp.int32)
+    input_ids = jnp.where(mask > 0, input_ids, 0)   # pad ids past the vocab (decoder.py)
     table = decoder.Table(s.vocab_size, s.hidden_size, name="word_embeddings")()
     x = jnp.take(table, input_ids, axis=0).astype(jnp.float32)
     x = gpt2.LayerNorm(s.eps, name="word_embeddings_layernorm")(x)

@@ -18,6 +18,7 @@ parameters are sharded over ``model`` by the architecture's ``PARTITION_RULES``
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -436,6 +437,10 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
   from transformers import AutoConfig  # local: slow import, only loading needs it
   if not os.path.exists(os.path.join(path, "config.json")):
     raise ValueError(f"{path} has no config.json (a Hugging Face checkpoint directory needs one)")
+  with open(os.path.join(path, "config.json")) as f:
+    # The registry first: a model_type transformers does not know either gets the list
+    # of supported types, not AutoConfig's error.
+    registry.get(json.load(f).get("model_type"))
   hf_config = AutoConfig.from_pretrained(path)
   arch = registry.get(hf_config.model_type)
   if devices is None:

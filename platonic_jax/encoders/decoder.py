@@ -266,14 +266,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, scal
   return out.reshape(b, t, n, hd)
 
 
-def flash_attention(q, k, v, lengths, scale, window: int | None, dtype) -> jax.Array:
+def flash_attention(q, k, v, lengths, scale, window: int | None, dtype,
+                    implementation: str = "cudnn") -> jax.Array:
   """``jax.nn.dot_product_attention`` with the cuDNN (flash) kernel: memory linear in T.
   Needs right padding (real tokens first: ``lengths`` [B] int32); the arguments give the
   mask of :func:`attention` (causal, keys < length, q - k < window)."""
   out = jax.nn.dot_product_attention(
       q.astype(dtype), k.astype(dtype), v.astype(dtype), scale=scale, is_causal=True,
       query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-      local_window_size=(window - 1, 0) if window else None, implementation="cudnn")
+      local_window_size=(window - 1, 0) if window else None, implementation=implementation)
   return out.astype(jnp.float32)
 
 
@@ -411,6 +412,9 @@ class Decoder(nn.Module):
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError("the decoder expects input_ids and attention_mask of the same shape "
                        f"[B, T]; got {input_ids.shape} and {attention_mask.shape}")
+    # Pad ids may lie past the vocabulary (an added "[PAD]"): JAX's gather would give NaN
+    # rows, which 0-weight attention still spreads (0 * NaN); they are masked anyway.
+    input_ids = jnp.where(attention_mask > 0, input_ids, 0)
     table = Table(s.vocab_size, s.hidden_size, name="embed_tokens")()   # [V, D]
     x = jnp.take(table, input_ids, axis=0).astype(jnp.float32)
     if s.embed_scale is not None:   # Gemma: sqrt(hidden_size), as a float32 scalar

@@ -253,6 +253,7 @@ class GPT2(nn.Module):
     if t > spec.n_positions:
       raise ValueError(f"sequence length {t} exceeds GPT-2's n_positions={spec.n_positions}; "
                        f"tokenize with max_length <= {spec.n_positions}")
+    input_ids = jnp.where(attention_mask > 0, input_ids, 0)   # pad ids past the vocab
     # Positions arange(T) whatever the padding, as HF GPT2Model without position_ids.
     x = (Embed(spec.vocab_size, spec.n_embd, name="wte")(input_ids)
          + Embed(spec.n_positions, spec.n_embd, name="wpe")(jnp.arange(t))[None])
