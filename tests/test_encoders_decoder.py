@@ -393,3 +393,34 @@ def test_hub_checkpoint_layouts_convert_alike(llama_dir, tmp_path):
                jax.tree.map(np.asarray, decoder.convert(msd, mcfg)),
                jax.tree.map(np.asarray, decoder.convert(fused, mcfg)))
   assert os.path.exists(os.path.join(mdir, "model.safetensors"))
+
+
+# ----- benchmarks (smoke runs; the numbers are recorded in docs/encoders.md) ---------------
+
+def test_throughput_benchmark_runs_and_checks_parity():
+  from platonic_jax.benchmarks import decoders
+  rows = decoders.run(sizes=("tiny",), batch=2, seq=8, rounds=1, vocab=64, verbose=False)
+  assert [(r[1], r[2]) for r in rows] == [
+      ("fp32", "torch eager fp32"), ("fp32", "platonic_jax"),
+      ("bf16", "torch eager bf16 autocast"), ("bf16", "platonic_jax")]
+  assert all(r[0] == "llama-tiny" and r[3] > 0 and r[4] == "tok/s" for r in rows)
+  assert rows[1][5] == pytest.approx(rows[1][3] / rows[0][3])
+  with pytest.raises(ValueError, match=r"sizes must be a non-empty subset of \('125m', '1b'"):
+    decoders.run(sizes=("7b",))
+  with pytest.raises(SystemExit, match="dtypes must be"):
+    decoders.main(["--sizes=tiny", "--dtypes=fp16"])
+
+
+def test_memory_benchmark_checkpoint_loads_sharded(tmp_path):
+  from platonic_jax.benchmarks import decoder_memory
+  d = str(tmp_path / "ckpt")
+  nbytes = decoder_memory.write_checkpoint(d, 0.0, shard_bytes=20_000, tiny=False)
+  index = json.loads(open(os.path.join(d, "model.safetensors.index.json")).read())
+  assert len(set(index["weight_map"].values())) > 1   # several shards
+  enc = encoders.load(d, model_parallel=4)
+  assert enc.num_layers == 2 and np.isfinite(enc.encode(["a dog"])).all()
+  assert nbytes == sum(np.prod(s) * 4 for s in [  # the config's float32 tensors
+      (300, 64), (300, 64), (64,), (64, 64), (32, 64), (32, 64), (64, 64), (128, 64),
+      (128, 64), (64, 128), (64,), (64,)])
+  with pytest.raises(ValueError, match="modes must be a non-empty subset"):
+    decoder_memory.run(modes=("both",))

@@ -16,12 +16,13 @@ None per array dim (big_vision's / MaxText's rules on parameter names). The firs
 wins; unmatched parameters are replicated. A dim whose size the axis does not divide is
 replicated instead (logged once), so tiny test models and odd vocabularies still load.
 
-:func:`place` puts every parameter on the mesh with ``jax.make_array_from_callback``:
-each device's callback reads only its slice of the parameter (a ``lazy`` view of the
-safetensors files reads only those bytes), devices that share a slice share one read,
-and a process only reads the slices of its own devices -- so on ``jax.distributed``
-runs each host reads about ``1 / processes`` of the weights and no host ever holds the
-whole model.
+:func:`place` puts every parameter on the mesh slice by slice: each addressable
+device's slice is read (a ``lazy`` view of the safetensors files reads only those
+bytes), put on the devices that hold it (``jax.device_put``; devices that share a slice
+share one read), and dropped before the next is read; the shards are then assembled
+with ``jax.make_array_from_single_device_arrays``. A process only reads the slices of
+its own devices -- so on ``jax.distributed`` runs each host reads about
+``1 / processes`` of the weights and no host ever holds the whole model.
 
 User-facing option: ``encoders.load(name, model_parallel=N)`` -- N devices per model
 replica (``N`` must divide the device count); the remaining factor is data parallel.
@@ -123,20 +124,24 @@ def shardings(params: Any, mesh: Mesh, rules: Rules = ()) -> Any:
 
 def place_array(x: Any, target: NamedSharding, dtype: Any) -> jax.Array:
   """One parameter on the mesh: each addressable device gets ``x[its slice]`` cast to
-  ``dtype``; a slice several devices share (replicated dims) is read once."""
+  ``dtype``. Slices are read one at a time and each is put on every device that holds
+  it (replicated dims: one read) before the next is read, so the host holds one slice
+  at a time. (``jax.make_array_from_callback`` would first collect every device's
+  slice, i.e. the process's whole share of the parameter, then copy them all.)"""
   shape = tuple(np.shape(x))
-  cache: dict[tuple, np.ndarray] = {}
-
-  def callback(index):
-    key = tuple((s.start, s.stop) for s in index) if index else ()
-    if key not in cache:
-      part = x[index] if shape else np.asarray(x)
-      cache[key] = np.asarray(part).astype(dtype, copy=False)
-    return cache[key]
-
-  out = jax.make_array_from_callback(shape, target, callback)
-  cache.clear()   # the host copies go; the device buffers stay
-  return out
+  groups: dict[tuple, tuple[Any, list]] = {}
+  for device, index in target.addressable_devices_indices_map(shape).items():
+    key = tuple((s.start, s.stop) for s in index)
+    groups.setdefault(key, (index, []))[1].append(device)
+  shards = {}
+  for index, devices in groups.values():
+    part = np.asarray(x[index] if shape else x).astype(dtype, copy=False)
+    for device in devices:
+      # Synchronously, so this slice's host buffers are free before the next is read.
+      shards[device] = jax.device_put(part, device).block_until_ready()
+    del part
+  ordered = [shards[d] for d in target.addressable_devices_indices_map(shape)]
+  return jax.make_array_from_single_device_arrays(shape, target, ordered)
 
 
 def place(params: Any, mesh: Mesh, rules: Rules = (),
@@ -157,6 +162,28 @@ def place(params: Any, mesh: Mesh, rules: Rules = (),
   def put(path, x):
     p = path_str(path)
     target = NamedSharding(mesh, spec_for(p, np.shape(x), rules, mesh))
-    return place_array(x, target, dtype_of(p, x))
+    out = place_array(x, target, dtype_of(p, x))
+    _trim_host_heap()
+    return out
 
   return jax.tree_util.tree_map_with_path(put, params)
+
+
+_LIBC = None
+
+
+def _trim_host_heap() -> None:
+  """Returns the freed slices' memory to the OS (glibc ``malloc_trim``; a no-op
+  elsewhere). Without it glibc keeps the heap pages of every freed read slice and the
+  peak RSS of a load grows ~30% past the device buffers (measured on a 0.7 GB model)."""
+  global _LIBC
+  if _LIBC is None:
+    import ctypes
+    import ctypes.util
+    try:
+      _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+      _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+      _LIBC = False
+  if _LIBC:
+    _LIBC.malloc_trim(0)
