@@ -26,7 +26,8 @@ import sys
 import time
 from typing import Callable
 
-from platonic_jax.benchmarks.encoders_gpt2 import _median_rate, format_row
+from platonic_jax.benchmarks.encoders_gpt2 import (_jnp_dtype, _median_rate, format_row,
+                                                   make_variants, random_tokens)
 
 SIZES = {
     "125m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -85,7 +86,6 @@ def run(sizes=("125m", "1b"), dtypes=DTYPES, batch: int = 8, seq: int = 64, roun
         threads: int | None = None, vocab: int = 32000, verbose: bool = True) -> list[tuple]:
   """Benchmarks each size x dtype; returns rows (module docstring)."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
   import torch
   import transformers
@@ -109,15 +109,10 @@ def run(sizes=("125m", "1b"), dtypes=DTYPES, batch: int = 8, seq: int = 64, roun
     n_params = sum(p.numel() for p in tmodel.parameters())
     params = decoder.convert({k: v.detach().numpy() for k, v in tmodel.state_dict().items()}, cfg)
     params = jax.tree.map(np.asarray, params)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32)
-    mask = np.ones_like(ids)
-    tids, tmask = torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
-    variants: dict[tuple[str, str], Callable[[], tuple]] = {}
-    for dt in dtypes:
-      variants[(dt, "torch")] = _torch_call(tmodel, tids, tmask, autocast=dt == "bf16")
-      variants[(dt, "platonic_jax")] = _jax_call(
-          cfg, params, ids, mask, jnp.float32 if dt == "fp32" else jnp.bfloat16)
+    ids, mask, tids, tmask = random_tokens(cfg.vocab_size, batch, seq)
+    variants = make_variants(
+        dtypes, lambda dt: _torch_call(tmodel, tids, tmask, dt == "bf16"),
+        lambda dt: _jax_call(cfg, params, ids, mask, _jnp_dtype(dt)))
     ref_feats, ref_nats = _torch_call(tmodel, tids, tmask, False)()
     ref_feats, ref_nats = ref_feats.numpy(), ref_nats.numpy()
     notes = {}

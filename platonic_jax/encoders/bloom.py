@@ -160,9 +160,7 @@ class Bloom(nn.Module):
 
 
 def build(hf_config: Any, dtype: Any = jnp.float32) -> Bloom:
-  dtype = jnp.dtype(dtype)
-  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-    raise ValueError(f"BLOOM compute dtype must be float32 or bfloat16, got {dtype}")
+  dtype = common.compute_dtype(dtype, "BLOOM")
   return Bloom(spec_from_config(hf_config), dtype=dtype)
 
 

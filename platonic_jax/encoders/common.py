@@ -17,6 +17,15 @@ import jax.numpy as jnp
 from jax import lax
 
 
+def compute_dtype(dtype, what: str) -> jnp.dtype:
+  """``dtype`` as the matmul operand dtype of an encoder; ValueError unless float32 or
+  bfloat16 (``what`` names the model in the message)."""
+  dtype = jnp.dtype(dtype)
+  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+    raise ValueError(f"{what} compute dtype must be float32 or bfloat16, got {dtype}")
+  return dtype
+
+
 def precision(dtype) -> lax.Precision:
   return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else lax.Precision.DEFAULT
 

@@ -450,9 +450,7 @@ def build(hf_config: Any, dtype: Any = jnp.float32) -> Decoder:
   On GPUs in bf16, without soft-capping, attention runs cuDNN's flash kernel
   (``jax.nn.dot_product_attention``; memory linear in T); elsewhere the XLA path.
   """
-  dtype = jnp.dtype(dtype)
-  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-    raise ValueError(f"decoder compute dtype must be float32 or bfloat16, got {dtype}")
+  dtype = common.compute_dtype(dtype, "decoder")
   spec = spec_from_config(hf_config)
   flash = (jax.default_backend() == "gpu" and dtype == jnp.dtype(jnp.bfloat16)
            and spec.attn_softcap is None and spec.head_dim <= 256)

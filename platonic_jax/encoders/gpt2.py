@@ -277,9 +277,7 @@ class GPT2(nn.Module):
 
 def build(hf_config: Any, dtype: Any = jnp.float32) -> GPT2:
   """The Flax GPT-2 for a HF ``GPT2Config`` (or config dict); ``dtype`` = matmul operands."""
-  dtype = jnp.dtype(dtype)
-  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-    raise ValueError(f"GPT-2 compute dtype must be float32 or bfloat16, got {dtype}")
+  dtype = common.compute_dtype(dtype, "GPT-2")
   return GPT2(spec_from_config(hf_config), dtype=dtype)
 
 
