@@ -4,9 +4,9 @@
         [--batch=8] [--seq=64] [--rounds=5] [--threads=N]
 
 Llama-architecture models with random weights built from ``LlamaConfig`` (no download):
-``125m`` (D 768, 12 layers, 12 heads / 4 kv heads, MLP 2048, vocab 32000: 0.13 B
-parameters) and ``1b`` (D 2048, 16 layers, 32 / 8 heads, MLP 5632, vocab 32000,
-TinyLlama-1.1B's shape: 1.1 B). The PyTorch weights go through ``decoder.convert`` (the
+``125m`` (D 768, 12 layers, 12 heads / 4 kv heads, MLP 2048, vocab 32000, untied head:
+0.12 B parameters) and ``1b`` (D 2048, 22 layers, 32 / 8 heads, MLP 5632, vocab 32000:
+TinyLlama-1.1B's shape, 1.1 B). The PyTorch weights go through ``decoder.convert`` (the
 loader's converter); the features of the last layer (mean pool) and the bits per byte
 of both are compared before timing, so a run is also a full-size parity check.
 
@@ -32,7 +32,7 @@ from platonic_jax.benchmarks.encoders_gpt2 import (_jnp_dtype, _median_rate, for
 SIZES = {
     "125m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  num_key_value_heads=4, intermediate_size=2048),
-    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
+    "1b": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32,
                num_key_value_heads=8, intermediate_size=5632),
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, intermediate_size=128),   # smoke tests only
@@ -107,8 +107,9 @@ def run(sizes=("125m", "1b"), dtypes=DTYPES, batch: int = 8, seq: int = 64, roun
     torch.manual_seed(0)
     tmodel = transformers.LlamaForCausalLM(cfg).eval()
     n_params = sum(p.numel() for p in tmodel.parameters())
+    # .numpy() shares torch's storage and convert returns lazy transposed views: the
+    # only copies are the JAX device arrays (peak: torch's model + one per JAX dtype).
     params = decoder.convert({k: v.detach().numpy() for k, v in tmodel.state_dict().items()}, cfg)
-    params = jax.tree.map(np.asarray, params)
     ids, mask, tids, tmask = random_tokens(cfg.vocab_size, batch, seq)
     variants = make_variants(
         dtypes, lambda dt: _torch_call(tmodel, tids, tmask, dt == "bf16"),

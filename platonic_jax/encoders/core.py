@@ -39,8 +39,10 @@ _TEXT_BUCKET = 16  # token-length granularity of compiled text shapes
 PROGRESS_EVERY_S = 30.0  # encode / encode_iter log their progress at INFO this often
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16,
            "bf16": jnp.bfloat16}
-# What a hub download fetches: configs, processor / tokenizer files, safetensors weights.
-_HUB_PATTERNS = ["*.json", "*.txt", "model.safetensors", "model-*.safetensors"]
+# What a hub download fetches: configs, processor / tokenizer files (sentencepiece
+# tokenizer.model for Llama / Gemma), safetensors weights (one file or index.json shards).
+_HUB_PATTERNS = ["*.json", "*.txt", "tokenizer.model", "model.safetensors",
+                 "model-*.safetensors"]
 
 
 def resolve(name_or_dir: str) -> str:
