@@ -1,7 +1,7 @@
 """Decoder LM throughput: platonic_jax (jit) vs transformers PyTorch eager, same inputs, one run.
 
     python -m platonic_jax.benchmarks.decoders [--sizes=125m,1b] [--dtypes=fp32,bf16]
-        [--batch=8] [--seq=64] [--rounds=5] [--threads=N]
+        [--batch=8] [--seq=64] [--rounds=5] [--threads=N] [--single_thread]
 
 Llama-architecture models with random weights built from ``LlamaConfig`` (no download):
 ``125m`` (D 768, 12 layers, 12 heads / 4 kv heads, MLP 2048, vocab 32000, untied head:
@@ -26,8 +26,9 @@ import sys
 import time
 from typing import Callable
 
-from platonic_jax.benchmarks.encoders_gpt2 import (_jnp_dtype, _median_rate, format_row,
-                                                   make_variants, random_tokens)
+from platonic_jax.benchmarks.encoders_gpt2 import (_jnp_dtype, _median_rate,
+                                                   add_single_thread_flag, apply_single_thread,
+                                                   format_row, make_variants, random_tokens)
 
 SIZES = {
     "125m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -159,12 +160,14 @@ def main(argv=None) -> list[tuple]:
   p.add_argument("--seq", type=int, default=64)
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
+  add_single_thread_flag(p)
   a = p.parse_args(sys.argv[1:] if argv is None else argv)
+  apply_single_thread(a)
   import jax
   import torch
   print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
-        f"batch: {a.batch}  seq: {a.seq}  torch {torch.__version__}  jax {jax.__version__}",
-        flush=True)
+        f"batch: {a.batch}  seq: {a.seq}  torch {torch.__version__}  jax {jax.__version__}  "
+        f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
   try:
     return run(split(a.sizes), split(a.dtypes), a.batch, a.seq, a.rounds, a.threads or None)

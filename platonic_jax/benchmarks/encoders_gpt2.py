@@ -169,6 +169,23 @@ def format_row(r: tuple) -> str:
   return f"{name:9s} {dt:5s} {impl:28s} {rate:10.1f} {unit:6s} {ratio_s} {note or ''}"
 
 
+def add_single_thread_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--single_thread", action="store_true",
+                      help="1 torch thread and single-threaded XLA:CPU: a fair comparison on "
+                           "a loaded machine, where multi-threaded torch (OpenMP barriers) "
+                           "degrades far more than XLA; must be set before jax starts")
+
+
+def apply_single_thread(args: argparse.Namespace) -> None:
+  """For ``--single_thread``: XLA:CPU's Eigen pool off (before jax starts), torch 1 thread."""
+  if args.single_thread:
+    if "jax" in sys.modules:
+      raise RuntimeError("--single_thread must be given before jax is imported")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_cpu_multi_thread_eigen=false").strip()
+    args.threads = 1
+
+
 def main(argv=None) -> list[tuple]:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=16)
@@ -177,17 +194,9 @@ def main(argv=None) -> list[tuple]:
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
   p.add_argument("--dtypes", default="fp32,bf16")
   p.add_argument("--n_layer", type=int, default=12)
-  p.add_argument("--single_thread", action="store_true",
-                 help="1 torch thread and single-threaded XLA:CPU: a fair comparison on a "
-                      "loaded machine, where multi-threaded torch (OpenMP barriers) degrades "
-                      "far more than XLA; must be set before jax starts")
+  add_single_thread_flag(p)
   a = p.parse_args(sys.argv[1:] if argv is None else argv)
-  if a.single_thread:
-    if "jax" in sys.modules:
-      raise RuntimeError("--single_thread must be given before jax is imported")
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_cpu_multi_thread_eigen=false").strip()
-    a.threads = 1
+  apply_single_thread(a)
   import jax
   import torch
   print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
