@@ -264,6 +264,25 @@ def test_flash_attention_arguments_give_the_xla_mask(window):
   np.testing.assert_allclose(np.asarray(got)[real], np.asarray(ref)[real], rtol=1e-5, atol=1e-6)
 
 
+def test_cudnn_attention_falls_back_to_xla_where_unavailable(tmp_path, caplog):
+  """The decoder's GPU path (impl="cudnn") on a backend without cuDNN: warned, then the
+  XLA path with the mask rebuilt from the lengths (right padding) -- same features."""
+  import dataclasses
+  directory, _ = fx.tiny_decoder(str(tmp_path), "mistral")
+  config = transformers.AutoConfig.from_pretrained(directory)
+  params = jax.tree.map(np.asarray, decoder.convert(convert_lib.lazy_state_dict(directory),
+                                                    config))
+  tok = release_tokenizer(directory)
+  ids, mask, _ = tok_lib.tokenize(tok, TEXTS, 64)
+  xla = decoder.build(config)
+  gpu = dataclasses.replace(xla, impl="cudnn")
+  with caplog.at_level("WARNING"):
+    got = gpu.apply({"params": params}, ids, mask)
+  assert "cuDNN attention unavailable" in caplog.text
+  want = xla.apply({"params": params}, ids, mask)
+  np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=1e-5, atol=2e-6)
+
+
 def test_token_nats_count_predicted_real_tokens_only():
   rng = np.random.default_rng(1)
   logits = rng.normal(size=(2, 5, 7)).astype(np.float32)

@@ -40,6 +40,7 @@ accumulation, float32 norms / softmax / residual stream / logits.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -316,7 +317,13 @@ class Attention(nn.Module):
     q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
     window = s.windows[self.layer]
     if self.impl == "cudnn":
-      out = flash_attention(q, k, v, lengths, s.attn_scale, window, dt)
+      try:
+        out = flash_attention(q, k, v, lengths, s.attn_scale, window, dt)
+      except (NotImplementedError, RuntimeError, ValueError, TypeError) as e:
+        # cuDNN rejects some shapes / versions when the call is traced: the XLA path.
+        logging.getLogger(__name__).warning("cuDNN attention unavailable (%s); using XLA", e)
+        mask = (jnp.arange(t)[None, :] < lengths[:, None]).astype(jnp.int32)
+        out = attention(q, k, v, allowed_mask(mask, window), s.attn_scale, dt)
     else:
       out = attention(q, k, v, allowed[window], s.attn_scale, dt, s.attn_softcap)
     return Linear(s.hidden_size, s.o_bias, dt, name="o_proj")(out.reshape(b, t, -1))
