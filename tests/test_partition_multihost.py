@@ -5,16 +5,13 @@ both processes) and model_parallel=4 (data parallel across them); every process 
 the features and bits per byte of one process holding the whole model."""
 
 import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import jax
 import numpy as np
 
 import hf_fixtures as fx
-from platonic_jax import encoders
+from platonic_jax import encoders, local_cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = ["a dog runs across the grass", "a man", "two children are playing with a red ball",
@@ -28,9 +25,10 @@ CHILD = textwrap.dedent("""
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     import numpy as np
-    port, pid, ckpt, out = sys.argv[1:]
+    pid, ckpt, out = sys.argv[1:]
+    port = os.environ["PJ_COORDINATOR_PORT"]
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(pid))
-    from platonic_jax import encoders
+    from platonic_jax import encoders, local_cluster
     from test_partition_multihost import TEXTS
     res = {}
     for mp in (8, 4):
@@ -44,31 +42,12 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_share_one_model(tmp_path):
   ckpt, _ = fx.tiny_decoder(str(tmp_path / "llama"), "llama")
   script = tmp_path / "child.py"
   script.write_text(CHILD)
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-  env.pop("XLA_FLAGS", None)
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i), ckpt,
-                             str(tmp_path / f"out{i}.npz")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=300)[0])
-    finally:
-      if p.poll() is None:
-        p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-5000:]
+  local_cluster.run(str(script), [[i, ckpt, tmp_path / f"out{i}.npz"] for i in range(2)],
+                    timeout=300, extra_path=[os.path.join(ROOT, "tests")])
   want, want_bpb = encoders.load(ckpt, devices=jax.devices()[:1]).encode(
       TEXTS, batch_size=4, layers="all", bits_per_byte=True)
   for i in range(2):

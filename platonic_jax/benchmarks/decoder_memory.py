@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 
@@ -34,7 +32,8 @@ TARGETS = {"single": 1.2, "multi": 0.6}
 
 CHILD = textwrap.dedent("""
     import json, os, resource, sys
-    n_dev, pid, nproc, port, ckpt = sys.argv[1:6]
+    n_dev, pid, nproc, ckpt = sys.argv[1:5]
+    port = os.environ["PJ_COORDINATOR_PORT"]
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_dev}"
     os.environ["HF_HUB_OFFLINE"] = "1"
     import jax
@@ -137,30 +136,15 @@ def _tokenizer(directory: str) -> None:
                           unk_token="<unk>").save_pretrained(directory)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _children(n_dev: int, nproc: int, ckpt: str, timeout: float) -> list[dict]:
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-  env.pop("XLA_FLAGS", None)
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(n_dev), str(i), str(nproc),
-                             str(port), ckpt], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for i in range(nproc)]
+  from platonic_jax import local_cluster
+  outs = local_cluster.run(CHILD, [[n_dev, i, nproc, ckpt] for i in range(nproc)], timeout,
+                           code=True)
   results = []
-  for p in procs:
-    try:
-      out = p.communicate(timeout=timeout)[0]
-    finally:
-      if p.poll() is None:
-        p.kill()
+  for out in outs:
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-    if p.returncode != 0 or not lines:
-      raise RuntimeError(f"memory child failed (exit {p.returncode}):\n{out[-4000:]}")
+    if not lines:
+      raise RuntimeError(f"memory child printed no result:\n{out[-4000:]}")
     results.append(json.loads(lines[-1][len("RESULT "):]))
   return results
 

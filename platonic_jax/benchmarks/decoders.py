@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Callable
 
-from platonic_jax.benchmarks.encoders_gpt2 import (_jnp_dtype, _median_rate,
-                                                   add_single_thread_flag, apply_single_thread,
-                                                   format_row, make_variants, random_tokens)
+from platonic_jax.benchmarks.encoders_gpt2 import (_jnp_dtype, _median_rate, format_row,
+                                                   make_variants, parse_timing_args,
+                                                   random_tokens)
 
 SIZES = {
     "125m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -160,14 +159,7 @@ def main(argv=None) -> list[tuple]:
   p.add_argument("--seq", type=int, default=64)
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
-  add_single_thread_flag(p)
-  a = p.parse_args(sys.argv[1:] if argv is None else argv)
-  apply_single_thread(a)
-  import jax
-  import torch
-  print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
-        f"batch: {a.batch}  seq: {a.seq}  torch {torch.__version__}  jax {jax.__version__}  "
-        f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  a = parse_timing_args(p, argv)
   split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
   try:
     return run(split(a.sizes), split(a.dtypes), a.batch, a.seq, a.rounds, a.threads or None)

@@ -186,6 +186,21 @@ def apply_single_thread(args: argparse.Namespace) -> None:
     args.threads = 1
 
 
+def parse_timing_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+  """Adds ``--single_thread``, parses, applies it (before jax starts) and prints the
+  devices, threads and versions a benchmark ran with. ``parser`` has ``--threads``,
+  ``--batch`` and ``--seq``."""
+  add_single_thread_flag(parser)
+  a = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  apply_single_thread(a)
+  import jax
+  import torch
+  print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
+        f"batch: {a.batch}  seq: {a.seq}  torch {torch.__version__}  jax {jax.__version__}  "
+        f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  return a
+
+
 def main(argv=None) -> list[tuple]:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=16)
@@ -194,14 +209,7 @@ def main(argv=None) -> list[tuple]:
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
   p.add_argument("--dtypes", default="fp32,bf16")
   p.add_argument("--n_layer", type=int, default=12)
-  add_single_thread_flag(p)
-  a = p.parse_args(sys.argv[1:] if argv is None else argv)
-  apply_single_thread(a)
-  import jax
-  import torch
-  print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
-        f"batch: {a.batch}  seq: {a.seq}  torch {torch.__version__}  jax {jax.__version__}  "
-        f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  a = parse_timing_args(p, argv)
   return run(a.batch, a.seq, a.rounds, a.threads or None,
              tuple(d.strip() for d in a.dtypes.split(",") if d.strip()), a.n_layer)
 
