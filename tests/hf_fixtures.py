@@ -221,6 +221,9 @@ DECODER_VARIANTS = {
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
         rope_parameters={"full_attention": dict(rope_type="linear", factor=2.0, rope_theta=1e6),
                          "sliding_attention": dict(rope_type="default", rope_theta=1e4)}), True),
+    # Gemma-3 4B+ checkpoints: Gemma3ForConditionalGeneration (a tiny SigLIP tower beside)
+    "gemma3_mm": ("Gemma3Config", dict(head_dim=8, sliding_window=4, query_pre_attn_scalar=12,
+                                       final_logit_softcapping=2.0), True),
     "olmo": ("OlmoConfig", dict(clip_qkv=0.6, num_key_value_heads=4), False),
     "olmo2": ("Olmo2Config", dict(), False),
     "qwen2": ("Qwen2Config", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1,
@@ -248,12 +251,17 @@ def tiny_decoder(directory: str, variant: str, seed: int = 0, **overrides):
   kw.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=None)
   kw.update(fields)
   kw.update(overrides)
-  config = getattr(T, cls_name)(**kw)
+  if cls_name == "Gemma3Config":   # the text model's fields go into text_config
+    config = T.Gemma3Config(text_config=kw, mm_tokens_per_image=4, vision_config=dict(
+        hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+        image_size=28, patch_size=14))
+  else:
+    config = getattr(T, cls_name)(**kw)
   config._attn_implementation = "eager"
   torch.manual_seed(seed)
   model = T.AutoModelForCausalLM.from_config(config).eval()
   _randomize_decoder(model, seed, offset_norms=cls_name.startswith("Gemma"))
-  if getattr(config, "tie_word_embeddings", False):
+  if getattr(config.get_text_config(), "tie_word_embeddings", False):
     model.tie_weights()
   model.save_pretrained(str(directory))
   return str(directory), model

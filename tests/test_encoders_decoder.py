@@ -97,7 +97,7 @@ def test_fp32_parity_every_hidden_state_and_bits_per_byte(ckpt):
   release's formulas on HF's logits (left padding, as the release)."""
   variant, directory, model = ckpt
   enc = encoders.load(directory)
-  assert enc.num_layers == model.config.num_hidden_layers + 1 == 4
+  assert enc.num_layers == model.config.get_text_config().num_hidden_layers + 1 == 4
   feats, bpb = enc.encode(TEXTS, batch_size=8, layers="all", bits_per_byte=True)
   last = enc.encode(TEXTS, batch_size=8, layers="all", pool="last")
   assert feats.shape == (4, len(TEXTS), 32) and feats.dtype == np.float32

@@ -179,7 +179,8 @@ class Encoder:
     ids, mask, truncated = tokenize.tokenize(self.tokenizer, list(items), self.max_length,
                                              pad_to_multiple=_TEXT_BUCKET)
     self.num_truncated += truncated
-    vocab = getattr(self.hf_config, "vocab_size", None)
+    vocab = (getattr(self.hf_config, "vocab_size", None)   # multimodal: the text model's
+             or getattr(getattr(self.hf_config, "text_config", None), "vocab_size", None))
     real = ids[mask > 0]   # pads are masked out: their id may be anything (huggyllama's [PAD])
     if vocab is not None and real.size and int(real.max()) >= vocab:
       raise ValueError(

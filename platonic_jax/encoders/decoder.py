@@ -51,8 +51,8 @@ import numpy as np
 from platonic_jax.encoders import common, lazy, lm_scores, rope
 from platonic_jax.encoders.convert import StateDict
 
-MODEL_TYPES = ("llama", "mistral", "mixtral", "gemma", "gemma2", "gemma3_text", "olmo",
-               "olmo2", "qwen2", "qwen3")
+MODEL_TYPES = ("llama", "mistral", "mixtral", "gemma", "gemma2", "gemma3_text", "gemma3",
+               "olmo", "olmo2", "qwen2", "qwen3")
 MODALITY = "text"
 # "avg": mean over real tokens (the release's pool="avg"); "last": the last real token
 # (the release's pool="none", left padding: position -1).
@@ -123,10 +123,16 @@ def _get(cfg: Any, name: str, default: Any = None) -> Any:
 
 
 def spec_from_config(cfg: Any) -> DecoderSpec:
-  """Reads a HF config of one of ``MODEL_TYPES``; ValueError names what is unsupported."""
+  """Reads a HF config of one of ``MODEL_TYPES``; ValueError names what is unsupported.
+  ``gemma3`` (Gemma-3 4B and larger, ``Gemma3ForConditionalGeneration``) is read as its
+  ``text_config``: the features of text are the language model's."""
   mt = _get(cfg, "model_type")
   if mt not in MODEL_TYPES:
     raise ValueError(f"decoder.build got model_type {mt!r}; it implements {MODEL_TYPES}")
+  multimodal = mt == "gemma3"
+  if multimodal:
+    cfg = _get(cfg, "text_config")
+    mt = _get(cfg, "model_type", "gemma3_text")
   d = int(_get(cfg, "hidden_size"))
   heads = int(_get(cfg, "num_attention_heads"))
   kv = int(_get(cfg, "num_key_value_heads", heads))
@@ -185,9 +191,11 @@ def spec_from_config(cfg: Any) -> DecoderSpec:
       # Gemma-3 keeps attn_logit_softcapping in its config but never applies it (HF 5).
       attn_softcap=(float(_get(cfg, "attn_logit_softcapping"))
                     if mt == "gemma2" and _get(cfg, "attn_logit_softcapping") else None),
+      # Gemma3ForConditionalGeneration never soft-caps its logits (Gemma3ForCausalLM does);
+      # the released Gemma-3 configs have none either way.
       final_softcap=(float(_get(cfg, "final_logit_softcapping"))
-                     if mt in ("gemma2", "gemma3_text") and _get(cfg, "final_logit_softcapping")
-                     else None),
+                     if mt in ("gemma2", "gemma3_text") and not multimodal
+                     and _get(cfg, "final_logit_softcapping") else None),
       windows=windows, layer_rope=layer_rope, ropes=ropes,
       num_experts=experts, top_k=int(_get(cfg, "num_experts_per_tok", 0)) if experts else 0,
       tie_embeddings=bool(_get(cfg, "tie_word_embeddings", gemma)),
@@ -489,7 +497,14 @@ def convert(state_dict: Mapping[str, Any], hf_config: Any) -> dict[str, Any]:
   """
   s = spec_from_config(hf_config)
   ignore = _IGNORED + ((r"lm_head\.weight",) if s.tie_embeddings else ())
-  sd = StateDict(state_dict, prefixes=("model.",), ignore=ignore)
+  prefixes = ("model.",)
+  if _get(hf_config, "model_type") == "gemma3":
+    # Gemma3ForConditionalGeneration: the language model under "language_model.model."
+    # (hub / save_pretrained) or "model.language_model." (transformers 5 in memory);
+    # the vision tower and projector are not part of the text features.
+    prefixes = ("language_model.model.", "model.language_model.", "language_model.", "model.")
+    ignore += (r"vision_tower\..*", r"multi_modal_projector\..*")
+  sd = StateDict(state_dict, prefixes=prefixes, ignore=ignore)
   d, hd = s.hidden_size, s.head_dim
 
   def linear(name, n_in, n_out, bias):
