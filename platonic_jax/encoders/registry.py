@@ -12,10 +12,12 @@ Contract of an architecture module (one file per architecture, one entry here):
         #    stem output, as HF's hidden_states); ``pool`` is a static name, "" = default.
         # ``dtype`` is jnp.float32 or jnp.bfloat16 (compute dtype of the matmuls; bf16 dots
         # take preferred_element_type=jnp.float32, outputs are float32 either way).
-    def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> params pytree
+    def convert(state_dict: Mapping[str, array-like], hf_config) -> params pytree
         # strict: read through encoders.convert.StateDict and call .finish(), which raises
         # encoders.convert.ConversionError listing missing / unexpected / misshaped keys.
-        # Returned leaves are float32 numpy. For bf16, load() casts the leaves whose
+        # load() passes lazy safetensors views (encoders/lazy.py); StateDict.take reads
+        # one whole as float32 numpy, StateDict.view keeps it lazy (PARTITION_RULES).
+        # Returned leaves are float32 numpy or lazy views. For bf16, load() casts the leaves whose
         # name ends with "kernel" (the matmul / conv weights) to bfloat16 once; every
         # other leaf (biases, norms, embeddings tables, positions) stays float32.
     CPU_COMPILER_OPTIONS: dict[str, str]   # optional: XLA:CPU debug options for this
