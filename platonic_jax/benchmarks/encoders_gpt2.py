@@ -39,6 +39,30 @@ def _median_rate(times: list[float], per_call: int) -> float:
   return per_call / statistics.median(times)
 
 
+def random_tokens(vocab: int, batch: int, seq: int):
+  """``batch`` random sequences of ``seq`` real tokens: numpy int32 ids and mask, and
+  the same as torch int64 tensors."""
+  import numpy as np
+  import torch
+  ids = np.random.default_rng(0).integers(0, vocab, (batch, seq)).astype(np.int32)
+  mask = np.ones_like(ids)
+  return ids, mask, torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
+
+
+def _jnp_dtype(dt: str):
+  import jax.numpy as jnp
+  return jnp.float32 if dt == "fp32" else jnp.bfloat16
+
+
+def make_variants(dtypes, torch_call, jax_call) -> dict:
+  """``{(dtype, "torch" | "platonic_jax"): call}`` in the timing order of the rounds."""
+  variants: dict[tuple[str, str], Callable[[], object]] = {}
+  for dt in dtypes:
+    variants[(dt, "torch")] = torch_call(dt)
+    variants[(dt, "platonic_jax")] = jax_call(dt)
+  return variants
+
+
 def _torch_call(model, ids, mask, autocast: bool) -> Callable[[], object]:
   import torch
 
@@ -73,7 +97,6 @@ def run(batch: int = 16, seq: int = 64, rounds: int = 7, threads: int | None = N
     dtypes: subset of ("fp32", "bf16").
     n_layer: 12 = GPT-2 124M; fewer for a quick smoke run.
   """
-  import jax.numpy as jnp
   import numpy as np
   import torch
   import transformers
@@ -92,16 +115,9 @@ def run(batch: int = 16, seq: int = 64, rounds: int = 7, threads: int | None = N
   torch.manual_seed(0)
   tmodel = transformers.GPT2Model(config).eval()
   params = gpt2.convert({k: v.detach().numpy() for k, v in tmodel.state_dict().items()}, config)
-  rng = np.random.default_rng(0)
-  ids = rng.integers(0, config.vocab_size, (batch, seq)).astype(np.int32)
-  mask = np.ones_like(ids)
-  tids, tmask = torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
-
-  variants: dict[tuple[str, str], Callable[[], object]] = {}
-  for dt in dtypes:
-    variants[(dt, "torch")] = _torch_call(tmodel, tids, tmask, autocast=dt == "bf16")
-    variants[(dt, "platonic_jax")] = _jax_call(
-        config, params, ids, mask, jnp.float32 if dt == "fp32" else jnp.bfloat16)
+  ids, mask, tids, tmask = random_tokens(config.vocab_size, batch, seq)
+  variants = make_variants(dtypes, lambda dt: _torch_call(tmodel, tids, tmask, dt == "bf16"),
+                           lambda dt: _jax_call(config, params, ids, mask, _jnp_dtype(dt)))
 
   ref = variants[(dtypes[0], "torch")]() if dtypes[0] == "fp32" else None
   if ref is None:
@@ -153,6 +169,38 @@ def format_row(r: tuple) -> str:
   return f"{name:9s} {dt:5s} {impl:28s} {rate:10.1f} {unit:6s} {ratio_s} {note or ''}"
 
 
+def add_single_thread_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--single_thread", action="store_true",
+                      help="1 torch thread and single-threaded XLA:CPU: a fair comparison on "
+                           "a loaded machine, where multi-threaded torch (OpenMP barriers) "
+                           "degrades far more than XLA; must be set before jax starts")
+
+
+def apply_single_thread(args: argparse.Namespace) -> None:
+  """For ``--single_thread``: XLA:CPU's Eigen pool off (before jax starts), torch 1 thread."""
+  if args.single_thread:
+    if "jax" in sys.modules:
+      raise RuntimeError("--single_thread must be given before jax is imported")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_cpu_multi_thread_eigen=false").strip()
+    args.threads = 1
+
+
+def parse_timing_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+  """Adds ``--single_thread``, parses, applies it (before jax starts) and prints the
+  devices, threads and versions a benchmark ran with. ``parser`` has ``--threads``,
+  ``--batch`` and ``--seq``."""
+  add_single_thread_flag(parser)
+  a = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  apply_single_thread(a)
+  import jax
+  import torch
+  print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
+        f"batch: {a.batch}  seq: {a.seq}  torch {torch.__version__}  jax {jax.__version__}  "
+        f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  return a
+
+
 def main(argv=None) -> list[tuple]:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=16)
@@ -161,22 +209,7 @@ def main(argv=None) -> list[tuple]:
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
   p.add_argument("--dtypes", default="fp32,bf16")
   p.add_argument("--n_layer", type=int, default=12)
-  p.add_argument("--single_thread", action="store_true",
-                 help="1 torch thread and single-threaded XLA:CPU: a fair comparison on a "
-                      "loaded machine, where multi-threaded torch (OpenMP barriers) degrades "
-                      "far more than XLA; must be set before jax starts")
-  a = p.parse_args(sys.argv[1:] if argv is None else argv)
-  if a.single_thread:
-    if "jax" in sys.modules:
-      raise RuntimeError("--single_thread must be given before jax is imported")
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_cpu_multi_thread_eigen=false").strip()
-    a.threads = 1
-  import jax
-  import torch
-  print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
-        f"batch: {a.batch}  seq: {a.seq}  torch {torch.__version__}  jax {jax.__version__}  "
-        f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  a = parse_timing_args(p, argv)
   return run(a.batch, a.seq, a.rounds, a.threads or None,
              tuple(d.strip() for d in a.dtypes.split(",") if d.strip()), a.n_layer)
 

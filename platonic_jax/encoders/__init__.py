@@ -1,10 +1,13 @@
-"""Frozen Flax encoders loading Hugging Face checkpoints (ResNet, GPT-2, DINOv2).
+"""Frozen Flax encoders loading Hugging Face checkpoints (ResNet, GPT-2, DINOv2, and the
+decoder LMs: Llama, Mistral, Mixtral, Gemma 1-3, OLMo 1-2, Qwen2-3, BLOOM).
 
     from platonic_jax import encoders
     enc = encoders.load("microsoft/resnet-18", dtype="float32")
     enc.modality, enc.dim, enc.num_layers
     feats = enc.encode(images, batch_size=64)          # np [N, D]
     feats = enc.encode(images, layers="all")           # np [L, N, D] (list if widths differ)
+    lm = encoders.load("mistralai/Mistral-7B-v0.1", model_parallel=8)   # sharded params
+    feats, bpb = lm.encode(texts, layers="all", bits_per_byte=True)    # [L+1, N, D], [N]
 
 Architectures are registered in ``registry.py`` (one module per architecture).
 

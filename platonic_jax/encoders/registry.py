@@ -12,10 +12,12 @@ Contract of an architecture module (one file per architecture, one entry here):
         #    stem output, as HF's hidden_states); ``pool`` is a static name, "" = default.
         # ``dtype`` is jnp.float32 or jnp.bfloat16 (compute dtype of the matmuls; bf16 dots
         # take preferred_element_type=jnp.float32, outputs are float32 either way).
-    def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> params pytree
+    def convert(state_dict: Mapping[str, array-like], hf_config) -> params pytree
         # strict: read through encoders.convert.StateDict and call .finish(), which raises
         # encoders.convert.ConversionError listing missing / unexpected / misshaped keys.
-        # Returned leaves are float32 numpy. For bf16, load() casts the leaves whose
+        # load() passes lazy safetensors views (encoders/lazy.py); StateDict.take reads
+        # one whole as float32 numpy, StateDict.view keeps it lazy (PARTITION_RULES).
+        # Returned leaves are float32 numpy or lazy views. For bf16, load() casts the leaves whose
         # name ends with "kernel" (the matmul / conv weights) to bfloat16 once; every
         # other leaf (biases, norms, embeddings tables, positions) stays float32.
     CPU_COMPILER_OPTIONS: dict[str, str]   # optional: XLA:CPU debug options for this
@@ -29,6 +31,20 @@ Contract of an architecture module (one file per architecture, one entry here):
         # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
         # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters,
         # DINOv2's attention over groups of samples side by side.
+    SCORES: bool                           # optional, text: the module also takes
+        # ``scores: bool`` (static); with scores=True it returns (features tuple, [B]
+        # float32 summed next-token nats), and its LM head parameters exist only on that
+        # path (load traces it): Encoder.bits_per_byte / encode(bits_per_byte=True).
+    def load_tokenizer(path, name) -> tokenizer   # optional, text: the tokenizer set-up
+        # (default tokenize.load_tokenizer, GPT-2's); decoders use the release's.
+    PARTITION_RULES: tuple[tuple[str, tuple], ...]   # optional: how parameters shard
+        # over the mesh's "model" axis with load(..., model_parallel=N)
+        # (encoders/partition.py): (regex re.fullmatch-ed against the '/'-joined Flax
+        # param path, e.g. "layers_3/attn/q_proj/kernel"; a partition spec as a tuple
+        # with one mesh-axis name or None per array dim, e.g. (None, "model")). First
+        # match wins; unmatched params are replicated. ``convert`` may return lazy views
+        # (encoders/lazy.py, via StateDict.view) instead of numpy leaves: each device
+        # then reads only its slice of the safetensors files.
 
 Adding an architecture = writing that module and adding it to ``_ARCHITECTURES`` below
 (a plain tuple of imported modules, no string-to-import lookups).
@@ -38,9 +54,9 @@ from __future__ import annotations
 
 import types
 
-from platonic_jax.encoders import dinov2, gpt2, resnet
+from platonic_jax.encoders import bloom, decoder, dinov2, gpt2, resnet
 
-_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2)
+_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2, decoder, bloom)
 
 _CONTRACT = ("MODEL_TYPES", "MODALITY", "POOLS", "build", "convert")
 
@@ -59,7 +75,7 @@ REGISTRY: dict[str, types.ModuleType] = {
 
 
 def supported() -> tuple[str, ...]:
-  """The model_type values :func:`get` accepts."""
+  """The model_type values :func:`get` accepts (sorted)."""
   return tuple(sorted(REGISTRY))
 
 
