@@ -6,7 +6,7 @@ Each process runs ``script`` (a file path, or code with ``code=True``) with its 
 arguments, the coordinator port in ``$PJ_COORDINATOR_PORT`` (the same for all, for
 ``jax.distributed.initialize(f"127.0.0.1:{port}", ...)``), the repository root and
 ``extra_path`` on ``PYTHONPATH``, and no inherited ``XLA_FLAGS`` (each child sets its
-own device count before importing jax). Loopback only (DESIGN.md: gloo collectives).
+own device count before importing jax). Loopback only (docs/design.md: gloo collectives).
 """
 
 from __future__ import annotations

@@ -3,14 +3,12 @@ coordinator and gloo CPU collectives, each feeding its own shard of every global
 end with the parameters of one process training on the whole batch."""
 
 import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
-from helpers import env as child_env
+from helpers import ROOT
+from platonic_jax import local_cluster
 from test_train import paired_features, small_config, train_adapters
 
 CHILD = textwrap.dedent("""
@@ -23,7 +21,8 @@ CHILD = textwrap.dedent("""
     from platonic_jax import runtime
     from test_train import paired_features, small_config, train_adapters
 
-    port, pid, workdir, out = sys.argv[1:]
+    pid, workdir, out = sys.argv[1:]
+    port = os.environ["PJ_COORDINATOR_PORT"]
     config = small_config()
     config.distributed.update(dict(multihost=True, coordinator_address=f"127.0.0.1:{port}",
                                    num_processes=2, process_id=int(pid)))
@@ -37,31 +36,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one(tmp_path):
   script = tmp_path / "child.py"
   script.write_text(CHILD)
-  env = child_env()
-  env.pop("XLA_FLAGS", None)
-  port = _free_port()
-  procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i),
-                             str(tmp_path / "work"), str(tmp_path / f"out{i}.npz")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True) for i in range(2)]
-  outs = []
-  for p in procs:
-    try:
-      outs.append(p.communicate(timeout=300)[0])
-    finally:
-      if p.poll() is None:
-        p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-5000:]
+  local_cluster.run(str(script), [[str(i), str(tmp_path / "work"), str(tmp_path / f"out{i}.npz")]
+                                  for i in range(2)], extra_path=[os.path.join(ROOT, "tests")])
 
   single = train_adapters(small_config(), paired_features(), str(tmp_path / "single"))
   import jax
