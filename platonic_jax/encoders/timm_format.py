@@ -71,7 +71,7 @@ ARCHITECTURES: dict[str, dict] = {
     "vit_large_patch16_384": _sizes(16, 1024, 24, 16),
     "vit_large_patch14_224": _sizes(14, 1024, 24, 16),
     "vit_huge_patch14_224": _sizes(14, 1280, 32, 16),
-    # Global-average-pool ViTs: no class token, fc_norm after the pool.
+    # Global-average-pool ViTs: no class token, the mean of the normed patch tokens.
     "vit_base_patch16_gap_224": _sizes(16, 768, 12, 16, global_pool="avg", class_token=False,
                                      fc_norm=False),
     "vit_huge_patch14_gap_224": _sizes(14, 1280, 32, 16, global_pool="avg", class_token=False,
@@ -161,10 +161,8 @@ class TimmConfig:
     return self.spec.image_size
 
 
-def _fix() -> str:
-  return ("Fix: use one of the supported architectures, or add this one to "
-          "ARCHITECTURES in platonic_jax/encoders/timm_format.py (docs/encoders.md, "
-          "'Adding an architecture').")
+_FIX = ("Fix: use one of the supported architectures, or add this one to ARCHITECTURES in "
+        "platonic_jax/encoders/timm_format.py (docs/encoders.md, 'Adding an architecture').")
 
 
 def model_kwargs(architecture: str, pretrained_cfg: Mapping[str, Any],
@@ -174,7 +172,7 @@ def model_kwargs(architecture: str, pretrained_cfg: Mapping[str, Any],
   taken from ``pretrained_cfg`` when not given (timm ``_update_default_model_kwargs``)."""
   if architecture not in ARCHITECTURES:
     raise ValueError(f"timm architecture {architecture!r} is not supported by platonic_jax's "
-                     f"ViT family (supported: {', '.join(sorted(ARCHITECTURES))}). {_fix()}")
+                     f"ViT family (supported: {', '.join(sorted(ARCHITECTURES))}). {_FIX}")
   kw = dict(_DEFAULTS, **ARCHITECTURES[architecture])
   for key, value in model_args.items():
     if key in _INERT:
@@ -182,11 +180,11 @@ def model_kwargs(architecture: str, pretrained_cfg: Mapping[str, Any],
     if key in _NEUTRAL:
       if value != _NEUTRAL[key]:
         raise ValueError(f"timm model_args {key}={value!r} ({architecture}) is not supported by "
-                         f"platonic_jax's ViT family (only {_NEUTRAL[key]!r}). {_fix()}")
+                         f"platonic_jax's ViT family (only {_NEUTRAL[key]!r}). {_FIX}")
       continue
     if key not in _DEFAULTS or key in ("eps", "mlp_layer"):
       raise ValueError(f"timm model_args {key!r} ({architecture}) is not supported by "
-                       f"platonic_jax's ViT family. {_fix()}")
+                       f"platonic_jax's ViT family. {_FIX}")
     kw[key] = value
   # model_args win, then pretrained_cfg (timm's setdefault order).
   if "num_classes" not in model_args and (pretrained_cfg.get("num_classes") or -1) >= 0:
@@ -207,12 +205,12 @@ def spec_from_kwargs(kw: Mapping[str, Any], name: str) -> vit.ViTSpec:
   act = kw["act_layer"] or "gelu"
   if act not in _ACTS:
     raise ValueError(f"{name}: timm act_layer {act!r} is not supported (supported: "
-                     f"{sorted(_ACTS)}). {_fix()}")
+                     f"{sorted(_ACTS)}). {_FIX}")
   if kw["pos_embed"] not in ("learn", "", "none"):
-    raise ValueError(f"{name}: pos_embed {kw['pos_embed']!r} is not supported. {_fix()}")
+    raise ValueError(f"{name}: pos_embed {kw['pos_embed']!r} is not supported. {_FIX}")
   if kw["global_pool"] not in ("token", "avg"):
     raise ValueError(f"{name}: global_pool {kw['global_pool']!r} is not supported by "
-                     f"platonic_jax's ViT family (supported: 'token', 'avg'). {_fix()}")
+                     f"platonic_jax's ViT family (supported: 'token', 'avg'). {_FIX}")
   size = kw["img_size"]
   size = (size, size) if isinstance(size, int) else tuple(int(v) for v in size)
   dim = int(kw["embed_dim"])

@@ -318,22 +318,23 @@ class VisionTransformer(nn.Module):
     for i in range(s.depth):
       x = Block(s, self.dtype, self.attention_group, name=f"blocks_{i}")(x)
       layers.append(x)
-    norm = LayerNorm(s.eps, name="norm") if s.final_norm and not s.fc_norm else None
-    fc_norm = LayerNorm(s.eps, name="fc_norm") if s.fc_norm else None
-    if self.features == "hidden_states" and norm is not None:
-      layers[-1] = norm(layers[-1])
-      norm = None  # already applied to the last layer
+    # timm: ``norm`` on all tokens before the pool, or ``fc_norm`` after it (one of them).
+    final = None
+    if s.final_norm:
+      final = self.param("fc_norm" if s.fc_norm else "norm",
+                         lambda _: {"scale": jnp.ones((d,)), "bias": jnp.zeros((d,))})
+    norm = lambda h: common.layer_norm(h, final["scale"], final["bias"], s.eps)  # noqa: E731
+    if self.features == "hidden_states" and final is not None:
+      return tuple(_pool(h, pool, s) for h in layers[:-1]) + (_pool(norm(layers[-1]), pool, s),)
 
     def pre_logits(h):
-      if norm is not None:
+      if final is not None and not s.fc_norm:
         h = norm(h)
       h = _pool(h, "cls" if s.global_pool == "token" else "mean", s)
-      return fc_norm(h) if fc_norm is not None else h
+      return norm(h) if s.fc_norm else h
 
     if pool == "pre_logits":
       return tuple(pre_logits(h) for h in layers)
-    if norm is not None or fc_norm is not None:
-      pre_logits(layers[-1][:, :s.num_prefix + 1])   # creates the norms' params
     return tuple(_pool(h, pool, s) for h in layers)
 
 
