@@ -372,10 +372,10 @@ def test_timm_registry_and_partition_rules():
   sharded = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     name = "/".join(p.key for p in path)
-    rule = next(r for pattern, r in vit.PARTITION_RULES if re.fullmatch(pattern, name))
-    assert len(rule) in (0, leaf.ndim), name
-    if rule:
-      sharded[name] = rule
+    rules = [r for pattern, r in vit.PARTITION_RULES if re.fullmatch(pattern, name)]
+    if rules:
+      assert len(rules[0]) == leaf.ndim, name
+      sharded[name] = rules[0]
   assert sharded == {"blocks_0/attn/qkv/kernel": (None, "model"),
                      "blocks_0/attn/qkv/bias": ("model",),
                      "blocks_0/attn/proj/kernel": ("model", None),

@@ -59,9 +59,9 @@ CPU_ATTENTION_GROUP = 4
 
 # Tensor-parallel parameter sharding over a "model" mesh axis (the shared mechanism of
 # encoders/partition.py: regex fullmatched against the '/'-joined parameter path ->
-# one mesh axis or None per array dimension). Column-parallel qkv and fc1 (their output
-# features split), row-parallel proj and fc2 (their input features split), everything
-# else (norms, biases of the row-parallel layers, embeddings) replicated.
+# one mesh axis or None per array dimension; unmatched parameters are replicated).
+# Column-parallel qkv and fc1 (their output features split), row-parallel proj and fc2
+# (their input features split); norms, the row-parallel biases, embeddings replicated.
 PARTITION_RULES: tuple[tuple[str, tuple], ...] = (
     (r".*/attn/qkv/kernel", (None, "model")),
     (r".*/attn/qkv/bias", ("model",)),
@@ -69,7 +69,6 @@ PARTITION_RULES: tuple[tuple[str, tuple], ...] = (
     (r".*/mlp/fc1/kernel", (None, "model")),
     (r".*/mlp/fc1/bias", ("model",)),
     (r".*/mlp/fc2/kernel", ("model", None)),
-    (r".*", ()),   # the rest replicated
 )
 
 
