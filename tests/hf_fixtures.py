@@ -153,5 +153,107 @@ def rel_error(a, b) -> float:
   return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-__all__ = ["randomize", "tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values", "tiny_gpt2",
+__all__ = ["randomize", "tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values",
+           "tiny_gpt2", "tiny_decoder", "decoder_tokenizer", "DECODER_VARIANTS",
            "gpt2_tokenizer_files", "GPT2_CORPUS", "rel_error"]
+
+
+# ----- decoder language models (Llama / Mistral / ... / BLOOM) ----------------------------
+
+def decoder_tokenizer(directory: str, vocab_size: int = 300, bos: bool = True) -> str:
+  """A byte-level BPE trained on the caption corpus, saved as ``tokenizer.json`` +
+  ``tokenizer_config.json`` so ``AutoTokenizer.from_pretrained(directory)`` loads it.
+  ``bos``: prepend ``<s>`` to every text (Llama / Gemma tokenizers do; Qwen, BLOOM,
+  OLMo do not). Specials: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, ``<|endoftext|>`` 3 (the pad
+  token transformers' Qwen2Tokenizer sets when it sees a qwen2 config.json); no pad token."""
+  from tokenizers import ByteLevelBPETokenizer, processors
+  from transformers import PreTrainedTokenizerFast
+  bpe = ByteLevelBPETokenizer()
+  bpe.train_from_iterator(GPT2_CORPUS, vocab_size=vocab_size, min_frequency=1,
+                          show_progress=False,
+                          special_tokens=["<unk>", "<s>", "</s>", "<|endoftext|>"])
+  if bos:
+    bpe.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+  tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>",
+                                eos_token="</s>", unk_token="<unk>")
+  tok.save_pretrained(str(directory))
+  return str(directory)
+
+
+def _randomize_decoder(model, seed: int, offset_norms: bool) -> None:
+  """Every parameter random: norm weights near 1 (near 0 for Gemma's 1 + w), biases
+  non-zero, so a swapped or dropped parameter changes the output."""
+  import torch
+  g = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "norm" in name:
+        p.copy_((0.0 if offset_norms else 1.0) + 0.2 * torch.randn(p.shape, generator=g))
+      elif name.endswith("bias"):
+        p.copy_(0.1 * torch.randn(p.shape, generator=g))
+      else:
+        fan_in = p.shape[-1] if p.dim() > 1 else 1
+        p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(fan_in))
+
+
+_SMALL = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128)
+
+# variant -> (config class name, fields, tokenizer adds BOS). Options chosen so that each
+# one bites on captions of 5-25 tokens (windows of 4 tokens, caps the logits reach).
+DECODER_VARIANTS = {
+    "llama": ("LlamaConfig", dict(attention_bias=True, mlp_bias=True, rope_parameters=dict(
+        rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+        high_freq_factor=4.0, original_max_position_embeddings=16)), True),
+    "llama_linear": ("LlamaConfig", dict(rope_parameters=dict(
+        rope_type="linear", rope_theta=10000.0, factor=2.0), tie_word_embeddings=True), True),
+    "llama_dynamic": ("LlamaConfig", dict(max_position_embeddings=8, rope_parameters=dict(
+        rope_type="dynamic", rope_theta=10000.0, factor=2.0), num_key_value_heads=4), True),
+    "mistral": ("MistralConfig", dict(sliding_window=4, head_dim=12), True),
+    "mixtral": ("MixtralConfig", dict(num_local_experts=4, num_experts_per_tok=2,
+                                      sliding_window=None), True),
+    "gemma": ("GemmaConfig", dict(head_dim=8, num_key_value_heads=1), True),
+    "gemma2": ("Gemma2Config", dict(head_dim=8, sliding_window=4, attn_logit_softcapping=3.0,
+                                    final_logit_softcapping=2.0, query_pre_attn_scalar=12), True),
+    "gemma3": ("Gemma3TextConfig", dict(
+        head_dim=8, sliding_window=4, query_pre_attn_scalar=12, final_logit_softcapping=2.0,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"full_attention": dict(rope_type="linear", factor=2.0, rope_theta=1e6),
+                         "sliding_attention": dict(rope_type="default", rope_theta=1e4)}), True),
+    "olmo": ("OlmoConfig", dict(clip_qkv=0.6, num_key_value_heads=4), False),
+    "olmo2": ("Olmo2Config", dict(), False),
+    "qwen2": ("Qwen2Config", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1,
+                                  tie_word_embeddings=True), False),
+    "qwen3": ("Qwen3Config", dict(head_dim=12, use_sliding_window=True, sliding_window=4,
+                                  max_window_layers=2), False),
+    "bloom": ("BloomConfig", dict(), False),
+    "bloom_post_ln": ("BloomConfig", dict(apply_residual_connection_post_layernorm=True), False),
+}
+
+
+def tiny_decoder(directory: str, variant: str, seed: int = 0, **overrides):
+  """A 3-layer random decoder LM of ``variant`` (``DECODER_VARIANTS``) saved with
+  ``save_pretrained`` next to a trained BPE tokenizer. Returns ``(directory,
+  *ForCausalLM)`` (eager attention: the reference of every mask and soft-cap)."""
+  import torch
+  import transformers as T
+  cls_name, fields, bos = DECODER_VARIANTS[variant]
+  decoder_tokenizer(directory, bos=bos)
+  tok = T.AutoTokenizer.from_pretrained(str(directory))
+  if cls_name == "BloomConfig":
+    kw = dict(vocab_size=len(tok), hidden_size=32, n_layer=3, n_head=4)
+  else:
+    kw = dict(_SMALL, vocab_size=len(tok))
+  kw.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=None)
+  kw.update(fields)
+  kw.update(overrides)
+  config = getattr(T, cls_name)(**kw)
+  config._attn_implementation = "eager"
+  torch.manual_seed(seed)
+  model = T.AutoModelForCausalLM.from_config(config).eval()
+  _randomize_decoder(model, seed, offset_norms=cls_name.startswith("Gemma"))
+  if getattr(config, "tie_word_embeddings", False):
+    model.tie_weights()
+  model.save_pretrained(str(directory))
+  return str(directory), model

@@ -384,6 +384,21 @@ def test_timm_registry_and_partition_rules():
                      "blocks_0/mlp/fc2/kernel": ("model", None)}
 
 
+@pytest.mark.parametrize("model_parallel", [2, 8])
+def test_sharded_vit_equals_unsharded(model_parallel, tmp_path, images, num_devices):
+  """A tiny ViT-g (SwiGLU-packed, LayerScale) with its parameters split over the model
+  axis by PARTITION_RULES (encoders/partition.py) gives the replicated model's features."""
+  directory, _ = tfx.tiny_timm(str(tmp_path), "vit_giant_patch14_dinov2.lvd142m", dim=48,
+                               heads=4, img_size=28, input_size=(42, 28))
+  base = encoders.load(directory).encode(images, batch_size=8, layers="all")
+  enc = encoders.load(directory, model_parallel=model_parallel)
+  qkv = enc.params["blocks_0"]["attn"]["qkv"]["kernel"]
+  assert qkv.sharding.spec == jax.sharding.PartitionSpec(None, "model")
+  assert qkv.addressable_shards[0].data.shape == (48, 3 * 48 // model_parallel)
+  np.testing.assert_allclose(enc.encode(images, batch_size=8, layers="all"), base,
+                             rtol=1e-5, atol=2e-6)
+
+
 # ----- building blocks -------------------------------------------------------------------
 
 @pytest.mark.parametrize("old,new", [((4, 4), (7, 5)), ((5, 6), (3, 2)), ((2, 2), (1, 4)),

@@ -39,6 +39,30 @@ def _median_rate(times: list[float], per_call: int) -> float:
   return per_call / statistics.median(times)
 
 
+def random_tokens(vocab: int, batch: int, seq: int):
+  """``batch`` random sequences of ``seq`` real tokens: numpy int32 ids and mask, and
+  the same as torch int64 tensors."""
+  import numpy as np
+  import torch
+  ids = np.random.default_rng(0).integers(0, vocab, (batch, seq)).astype(np.int32)
+  mask = np.ones_like(ids)
+  return ids, mask, torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
+
+
+def _jnp_dtype(dt: str):
+  import jax.numpy as jnp
+  return jnp.float32 if dt == "fp32" else jnp.bfloat16
+
+
+def make_variants(dtypes, torch_call, jax_call) -> dict:
+  """``{(dtype, "torch" | "platonic_jax"): call}`` in the timing order of the rounds."""
+  variants: dict[tuple[str, str], Callable[[], object]] = {}
+  for dt in dtypes:
+    variants[(dt, "torch")] = torch_call(dt)
+    variants[(dt, "platonic_jax")] = jax_call(dt)
+  return variants
+
+
 def _torch_call(model, ids, mask, autocast: bool) -> Callable[[], object]:
   import torch
 
@@ -73,7 +97,6 @@ def run(batch: int = 16, seq: int = 64, rounds: int = 7, threads: int | None = N
     dtypes: subset of ("fp32", "bf16").
     n_layer: 12 = GPT-2 124M; fewer for a quick smoke run.
   """
-  import jax.numpy as jnp
   import numpy as np
   import torch
   import transformers
@@ -92,16 +115,9 @@ def run(batch: int = 16, seq: int = 64, rounds: int = 7, threads: int | None = N
   torch.manual_seed(0)
   tmodel = transformers.GPT2Model(config).eval()
   params = gpt2.convert({k: v.detach().numpy() for k, v in tmodel.state_dict().items()}, config)
-  rng = np.random.default_rng(0)
-  ids = rng.integers(0, config.vocab_size, (batch, seq)).astype(np.int32)
-  mask = np.ones_like(ids)
-  tids, tmask = torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(mask.astype(np.int64))
-
-  variants: dict[tuple[str, str], Callable[[], object]] = {}
-  for dt in dtypes:
-    variants[(dt, "torch")] = _torch_call(tmodel, tids, tmask, autocast=dt == "bf16")
-    variants[(dt, "platonic_jax")] = _jax_call(
-        config, params, ids, mask, jnp.float32 if dt == "fp32" else jnp.bfloat16)
+  ids, mask, tids, tmask = random_tokens(config.vocab_size, batch, seq)
+  variants = make_variants(dtypes, lambda dt: _torch_call(tmodel, tids, tmask, dt == "bf16"),
+                           lambda dt: _jax_call(config, params, ids, mask, _jnp_dtype(dt)))
 
   ref = variants[(dtypes[0], "torch")]() if dtypes[0] == "fp32" else None
   if ref is None:

@@ -17,6 +17,15 @@ import jax.numpy as jnp
 from jax import lax
 
 
+def compute_dtype(dtype, what: str) -> jnp.dtype:
+  """``dtype`` as the matmul operand dtype of an encoder; ValueError unless float32 or
+  bfloat16 (``what`` names the model in the message)."""
+  dtype = jnp.dtype(dtype)
+  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+    raise ValueError(f"{what} compute dtype must be float32 or bfloat16, got {dtype}")
+  return dtype
+
+
 def precision(dtype) -> lax.Precision:
   return lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else lax.Precision.DEFAULT
 
@@ -64,6 +73,25 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
   mean = x.mean(-1, keepdims=True)
   var = jnp.square(x - mean).mean(-1, keepdims=True)
   return (x - mean) * lax.rsqrt(var + eps) * scale + bias
+
+
+def pool_tokens(h: jax.Array, mask: jax.Array, pool: str) -> jax.Array:
+  """Pools token features ``h [B, T, D]`` over real tokens (``mask [B, T]``) -> [B, D].
+
+  "mean" / "avg" (the Platonic release's name): masked mean; a row without any real
+  token (batch padding) gives zeros, not NaN. "last": the feature of the last position
+  whose mask is 1 (right padding: length - 1; left padding: T - 1, the release's
+  ``pool="none"``).
+  """
+  m = mask.astype(jnp.float32)
+  if pool in ("mean", "avg"):
+    total = jnp.sum(h * m[:, :, None], axis=1)  # [B, D]
+    return total / jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0)
+  if pool == "last":
+    pos = jnp.arange(h.shape[1])
+    last = jnp.max(jnp.where(mask > 0, pos[None, :], 0), axis=1)  # [B]
+    return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+  raise ValueError(f"unknown pool {pool!r}; choose 'mean' / 'avg' or 'last'")
 
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

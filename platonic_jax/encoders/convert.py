@@ -13,7 +13,6 @@ module's own ``jax.eval_shape`` init so every parameter is known to be filled.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
@@ -96,6 +95,22 @@ class StateDict:
       return np.zeros(shape, np.float32)
     return value
 
+  def view(self, name: str, shape: Sequence[int] | None = None) -> Any:
+    """Like :meth:`take`, but the tensor as stored -- a ``lazy`` view that reads nothing
+    yet, or the eager array -- so ``partition.place`` can read each device's slice only.
+    A missing / misshaped key is recorded and a float32 zero array returned."""
+    if name not in self._arrays:
+      self.missing.append(name)
+      return np.zeros(shape or (), np.float32)
+    self._taken.add(name)
+    value = self._arrays[name]
+    if hasattr(value, "detach"):   # torch tensors (pytorch_model.bin): numpy once
+      value = to_numpy(value)
+    if shape is not None and tuple(value.shape) != tuple(shape):
+      self.misshaped.append((name, tuple(value.shape), tuple(shape)))
+      return np.zeros(shape, np.float32)
+    return value
+
   def unused(self) -> list[str]:
     return [k for k in self._arrays if k not in self._taken
             and not any(r.fullmatch(k) for r in self._ignore)]
@@ -130,35 +145,31 @@ def check_params(params: Any, expected: Any, what: str = "converted parameters")
     raise ConversionError(missing, unexpected, misshaped, what)
 
 
+def lazy_state_dict(directory: str) -> Mapping[str, Any]:
+  """The weights of a HF checkpoint directory as ``{name: lazy view}`` (nothing read yet).
+
+  safetensors (``model.safetensors`` or the shards of ``model.safetensors.index.json``)
+  give ``lazy.SafetensorsTensor`` views that read by slices (``np.asarray`` reads one
+  whole; no pickle is ever executed); a ``pytorch_model.bin`` is read eagerly with
+  torch (``weights_only=True``).
+  """
+  from platonic_jax.encoders import lazy
+  files = lazy.safetensors_files(directory)
+  if files is not None:
+    return lazy.open_safetensors(files)
+  return read_state_dict(directory)
+
+
 def read_state_dict(directory: str) -> dict[str, np.ndarray]:
   """Reads the weights of a HF checkpoint directory as ``{name: float32 np.ndarray}``.
 
   Looks for ``model.safetensors``, then a sharded ``model.safetensors.index.json``,
   then ``pytorch_model.bin`` (needs torch; loaded with ``weights_only=True``).
   """
-  from safetensors import safe_open  # local: only loading needs it
-
-  def read_safetensors(path):
-    out = {}
-    # framework="pt" would need torch; "flax" reads bf16 too (numpy has no bf16 dtype).
-    # Its arrays are put on the host CPU, not on an accelerator they would only leave again.
-    with jax.default_device(jax.local_devices(backend="cpu")[0]), \
-        safe_open(path, framework="flax") as f:
-      for k in f.keys():
-        out[k] = to_numpy(f.get_tensor(k))
-    return out
-
-  single = os.path.join(directory, "model.safetensors")
-  if os.path.exists(single):
-    return read_safetensors(single)
-  index = os.path.join(directory, "model.safetensors.index.json")
-  if os.path.exists(index):
-    with open(index) as f:
-      files = sorted(set(json.load(f)["weight_map"].values()))
-    out = {}
-    for name in files:
-      out.update(read_safetensors(os.path.join(directory, name)))
-    return out
+  from platonic_jax.encoders import lazy
+  files = lazy.safetensors_files(directory)
+  if files is not None:
+    return {k: to_numpy(v) for k, v in lazy.open_safetensors(files).items()}
   binary = os.path.join(directory, "pytorch_model.bin")
   if os.path.exists(binary):
     try:

@@ -8,13 +8,17 @@
 Every batch has the same number of rows (the last one is padded with blank rows that are
 dropped from the output; text is padded to its longest caption rounded up to a multiple
 of 16 tokens, at most ``max_length``, and masked), so each (batch size, layers, pool)
-compiles once per token bucket. The batch axis is split over every device of a
-1-D ``data`` mesh with ``jax.shard_map`` (parameters replicated): no cross-device
-communication, so 8 devices give the same numbers as 1.
+compiles once per token bucket. The batch axis is split over the ``data`` axis of a
+``("data", "model")`` mesh. With ``model_parallel=1`` (the default) parameters are
+replicated and each device runs its rows with ``jax.shard_map``: no cross-device
+communication, so 8 devices give the same numbers as 1. With ``model_parallel=N``
+parameters are sharded over ``model`` by the architecture's ``PARTITION_RULES``
+(``encoders/partition.py``) and the forward is one GSPMD program under ``jax.jit``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -27,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from platonic_jax import sharding
 from platonic_jax.encoders import convert as convert_lib
-from platonic_jax.encoders import common, preprocess, registry
+from platonic_jax.encoders import common, lm_scores, partition, preprocess, registry
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,11 @@ def _cast_kernels(params: Any, dtype) -> Any:
   return jax.tree_util.tree_map_with_path(cast, params)
 
 
+def _no_layers(layers) -> bool:
+  """``layers=()``: no features, only scores (``bits_per_byte``)."""
+  return isinstance(layers, (tuple, list)) and len(layers) == 0
+
+
 def _single_layer(layers) -> bool:
   """Whether ``layers`` asks for one layer's [N, D] (None or an int), not a stack / list."""
   return layers is None or isinstance(layers, (int, np.integer))
@@ -106,18 +115,30 @@ class Encoder:
     self.pools = tuple(arch.POOLS)
     self.dtype = jnp.dtype(dtype)
     self.module = arch.build(hf_config, dtype)
-    self.mesh = mesh or sharding.data_mesh(jax.local_devices())
+    self.mesh = mesh or partition.model_mesh(jax.local_devices())
     self.image_spec = image_spec
     self.tokenizer = tokenizer
     self.max_length = int(max_length)
     self.num_truncated = 0
+    # Language models (registry: SCORES) also compute next-token losses for
+    # bits_per_byte; their LM head is a parameter only that path creates.
+    self.scores = bool(getattr(arch, "SCORES", False))
+    kw = {"scores": True} if self.scores else {}
     # One abstract trace gives both the parameter shapes to check and the feature widths.
     outs, expected = jax.eval_shape(
-        lambda: self.module.init_with_output(jax.random.key(0), *self._dummy()))
+        lambda: self.module.init_with_output(jax.random.key(0), *self._dummy(), **kw))
+    if self.scores:
+      outs = outs[0]
     convert_lib.check_params(params, expected["params"], f"{name} parameters")
     if sharding.on_cpu(self.mesh) and hasattr(arch, "cpu_variant"):
       self.module, params = arch.cpu_variant(self.module, params)
-    self.params = jax.device_put(_cast_kernels(params, self.dtype), sharding.replicated(self.mesh))
+    # One parameter at a time, each device reading only its slice (lazy checkpoint views);
+    # kernels in the compute dtype, every other leaf float32 (registry contract).
+    self.rules = tuple(getattr(arch, "PARTITION_RULES", ()))
+    self.params = partition.place(
+        params, self.mesh, self.rules,
+        dtype_of=lambda path, x: self.dtype if path.endswith("kernel") else jnp.float32)
+    del params
     self.dims = tuple(int(o.shape[-1]) for o in outs)
     self.num_layers = len(self.dims)
     self.dim = self.dims[-1]
@@ -125,7 +146,8 @@ class Encoder:
 
   def __repr__(self):
     return (f"Encoder({self.name!r}, modality={self.modality}, dims={self.dims}, "
-            f"dtype={self.dtype.name}, devices={self.mesh.size})")
+            f"dtype={self.dtype.name}, devices={self.mesh.size}, "
+            f"model_parallel={partition.model_parallel_size(self.mesh)})")
 
   # ----- inputs -------------------------------------------------------------------------
   def _image_size(self) -> tuple[int, int]:
@@ -157,16 +179,19 @@ class Encoder:
                                              pad_to_multiple=_TEXT_BUCKET)
     self.num_truncated += truncated
     vocab = getattr(self.hf_config, "vocab_size", None)
-    if vocab is not None and ids.size and int(ids.max()) >= vocab:
+    real = ids[mask > 0]   # pads are masked out: their id may be anything (huggyllama's [PAD])
+    if vocab is not None and real.size and int(real.max()) >= vocab:
       raise ValueError(
-          f"text encoder {self.name!r}: the tokenizer produced id {int(ids.max())} but the "
+          f"text encoder {self.name!r}: the tokenizer produced id {int(real.max())} but the "
           f"checkpoint's vocab_size is {vocab}; the tokenizer files do not belong to this "
-          "checkpoint (put the model's own vocab.json + merges.txt beside config.json).")
+          "checkpoint (put the model's own tokenizer files beside config.json).")
     return ids, mask
 
   # ----- compiled step ------------------------------------------------------------------
-  def _fn(self, pool: str, layers: tuple[int, ...]):
-    key = (pool, layers)
+  def _fn(self, pool: str, layers: tuple[int, ...], scores: bool = False):
+    """The compiled step: (params, *inputs) -> the pooled ``layers`` (a tuple), or with
+    ``scores`` the pair (that tuple, [B] next-token nats)."""
+    key = (pool, layers, scores)
     if key not in self._fns:
       on_cpu = sharding.on_cpu(self.mesh)
       module = self.module
@@ -174,6 +199,9 @@ class Encoder:
       micro_target = getattr(self.arch, "CPU_MICRO_BATCH", 0) if on_cpu else 0
 
       def forward(params, inputs):
+        if scores:
+          feats, nats = module.apply({"params": params}, *inputs, pool=pool, scores=True)
+          return tuple(feats[i] for i in layers), nats
         feats = module.apply({"params": params}, *inputs, pool=pool)
         return tuple(feats[i] for i in layers)
 
@@ -188,11 +216,37 @@ class Encoder:
         return common.map_chunks(lambda *xs: forward(params, xs), inputs, micro)
 
       spec = P(sharding.DATA)
+      out_specs = tuple(spec for _ in layers)
+      out_specs = (out_specs, spec) if scores else out_specs
       options = getattr(self.arch, "CPU_COMPILER_OPTIONS", None) if on_cpu else None
-      self._fns[key] = jax.jit(jax.shard_map(
-          per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
-          out_specs=tuple(spec for _ in layers)), compiler_options=options)
+      if partition.model_parallel_size(self.mesh) > 1:
+        # Sharded parameters: one GSPMD program; XLA inserts the collectives the
+        # partition rules imply (all-reduce after row-parallel matmuls, ...).
+        batch = sharding.batch_sharding(self.mesh)
+        self._fns[key] = jax.jit(
+            lambda params, *inputs: forward(params, inputs),
+            in_shardings=(partition.shardings(self.params, self.mesh, self.rules),)
+            + (batch,) * n_in,
+            out_shardings=jax.tree.map(lambda _: batch, out_specs), compiler_options=options)
+      else:
+        self._fns[key] = jax.jit(jax.shard_map(
+            per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
+            out_specs=out_specs), compiler_options=options)
     return self._fns[key]
+
+  def _to_mesh(self, x: np.ndarray) -> jax.Array:
+    """A host batch onto the mesh, rows split over ``data``. On a mesh spanning
+    processes every process passes the same global batch and puts its own rows."""
+    target = sharding.batch_sharding(self.mesh)
+    if not self.mesh.is_multi_process:
+      return jax.device_put(x, target)
+    return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
+
+  def _to_host(self, y: jax.Array) -> np.ndarray:
+    if y.is_fully_addressable:
+      return np.asarray(y)
+    from jax.experimental import multihost_utils  # local: multi-process runs only
+    return np.asarray(multihost_utils.process_allgather(y, tiled=True))
 
   def _layers(self, layers) -> tuple[int, ...]:
     if layers is None:
@@ -216,30 +270,32 @@ class Encoder:
   def _batch(self, batch_size: int) -> int:
     if int(batch_size) < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = self.mesh.size
-    return -(-int(batch_size) // n) * n   # a multiple of the device count
+    n = int(self.mesh.shape[sharding.DATA])
+    return -(-int(batch_size) // n) * n   # a multiple of the data-parallel device count
 
   # ----- public -------------------------------------------------------------------------
   def encode_iter(self, items: Iterable[Any], batch_size: int = 64, layers=None,
-                  pool: str = "") -> Iterator[Any]:
+                  pool: str = "", bits_per_byte: bool = False) -> Iterator[Any]:
     """Streaming form of :meth:`encode`: yields one result per batch of ``batch_size``
     items (the same type/shape rules as ``encode``, with N = that batch's count), in order.
 
     ``items`` may be any iterable (a generator over a dataset that does not fit in
     memory). Host preprocessing of batch i+1 overlaps the device computation of batch i.
     Every ``PROGRESS_EVERY_S`` seconds the count of items done (of ``len(items)`` when
-    known) and the rate are logged at INFO.
+    known) and the rate are logged at INFO. With ``bits_per_byte`` each result is the
+    pair ``(features, np [n] bits per byte)`` from the same forward pass.
     """
     if pool and pool not in self.pools:
       raise ValueError(f"unknown pool {pool!r} for {self.name!r}; choose from {self.pools}")
     if isinstance(items, (str, bytes)):
       raise ValueError("encode expects a list of items; wrap a single item: [item]")
-    idx = self._layers(layers)
+    if bits_per_byte:
+      self._check_scores()
+    idx = () if bits_per_byte and _no_layers(layers) else self._layers(layers)
     single = _single_layer(layers)
-    same_width = len({self.dims[i] for i in idx}) == 1
+    same_width = len({self.dims[i] for i in idx}) <= 1
     bs = self._batch(batch_size)
-    fn = self._fn(pool, idx)
-    in_sharding = sharding.batch_sharding(self.mesh)
+    fn = self._fn(pool, idx, bool(bits_per_byte))
     self.num_truncated = 0
 
     def chunks():
@@ -253,11 +309,18 @@ class Encoder:
         yield start, buf
 
     def finish(pending):
-      outs, n = pending
-      outs = [np.asarray(o)[:n] for o in outs]   # blocks on the device; drops pad rows
+      outs, n, chunk = pending
+      if bits_per_byte:
+        outs, nats = outs
+        bpb = lm_scores.bits_per_byte(self._to_host(nats)[:n], chunk)
+      outs = [self._to_host(o)[:n] for o in outs]   # blocks on the device; drops pad rows
       if single:
-        return outs[0]
-      return np.stack(outs) if same_width else outs
+        feats = outs[0]
+      elif not outs:
+        feats = None
+      else:
+        feats = np.stack(outs) if same_width else outs
+      return (feats, bpb) if bits_per_byte else feats
 
     total = f"/{len(items)}" if isinstance(items, Sequence) else ""
     t0 = last_log = time.perf_counter()
@@ -278,11 +341,11 @@ class Encoder:
       inputs = self._inputs(chunk, start)
       n = inputs[0].shape[0]
       inputs = [sharding.pad_rows(x, bs)[0] for x in inputs]
-      outs = fn(self.params, *[jax.device_put(x, in_sharding) for x in inputs])  # async
+      outs = fn(self.params, *[self._to_mesh(x) for x in inputs])  # async
       if pending is not None:
         yield finish(pending)
         progress(pending[1])
-      pending = (outs, n)
+      pending = (outs, n, chunk)
     if pending is not None:
       yield finish(pending)
       progress(pending[1])
@@ -291,7 +354,7 @@ class Encoder:
                   self.name, self.num_truncated, self.max_length)
 
   def encode(self, items: Sequence[Any], batch_size: int = 64, layers=None,
-             pool: str = "") -> Any:
+             pool: str = "", bits_per_byte: bool = False) -> Any:
     """Features of ``items``.
 
     Args:
@@ -302,22 +365,51 @@ class Encoder:
         allowed; 0 = embedding / stem) -> np [len(layers), N, D] when those layers share a
         width, else a list of np [N, D_l] (ResNet stages differ: 64, 128, 256, 512).
       pool: one of ``self.pools``; "" = the default (``pools[0]``).
+      bits_per_byte: language models only: also return each text's bits per byte
+        (:meth:`bits_per_byte`), computed in the same forward pass.
 
-    Returns float32 numpy whatever the compute dtype. Text encoders set
-    ``self.num_truncated`` (captions longer than ``max_length`` tokens) and log it.
+    Returns float32 numpy whatever the compute dtype (with ``bits_per_byte``, the pair
+    ``(features, np [N])``). Text encoders set ``self.num_truncated`` (captions longer
+    than ``max_length`` tokens) and log it.
     """
-    parts = list(self.encode_iter(items, batch_size, layers, pool))
+    parts = list(self.encode_iter(items, batch_size, layers, pool, bits_per_byte))
     if not parts:
       raise ValueError("encode got no items")
+    if bits_per_byte:
+      return self._join([p[0] for p in parts], layers), np.concatenate([p[1] for p in parts])
+    return self._join(parts, layers)
+
+  def bits_per_byte(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Each text's language-modelling loss in bits per UTF-8 byte, np [N] float32.
+
+    The Platonic release's ``utils.cross_entropy_loss`` + ``cross_entropy_to_bits_per_unit``
+    (``encoders/lm_scores.py``): next-token cross-entropy in nats summed over the
+    predicted real tokens (the first token -- BOS where the tokenizer adds one -- is
+    context only), times log2(e), divided by ``len(text.encode("utf-8"))`` of the whole
+    text (also when it was truncated to ``max_length`` tokens, as the release divides by
+    the string it was given). Use ``encode(..., bits_per_byte=True)`` to get the
+    features from the same pass.
+    """
+    return self.encode(texts, batch_size, layers=(), bits_per_byte=True)[1]
+
+  def _check_scores(self) -> None:
+    if not self.scores:
+      raise ValueError(f"bits_per_byte needs a language model; {self.name!r} is a "
+                       f"{self.modality} encoder ({self.arch.__name__.rsplit('.', 1)[-1]}) "
+                       "without a next-token head")
+
+  def _join(self, parts: list, layers) -> Any:
     if _single_layer(layers):
       return np.concatenate(parts, axis=0)
+    if _no_layers(layers):
+      return None
     if isinstance(parts[0], list):
       return [np.concatenate(per_layer, axis=0) for per_layer in zip(*parts)]
     return np.concatenate(parts, axis=1)
 
 
 def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
-         devices: Sequence[jax.Device] | None = None) -> Encoder:
+         devices: Sequence[jax.Device] | None = None, model_parallel: int = 1) -> Encoder:
   """An :class:`Encoder` from a hub id or a local HF checkpoint directory.
 
   Args:
@@ -327,8 +419,15 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       (images; timm checkpoints carry theirs in config.json) / tokenizer files (text).
     dtype: "float32" or "bfloat16" (bf16 matmul operands, float32 accumulation and output).
     max_length: text only: tokens per caption (longer ones truncated, counted).
-    devices: devices of the data mesh (default: this host's ``jax.local_devices()``:
-      encoding is host-local -- on a multi-host run each host encodes its own items).
+    devices: devices of the mesh (default: this host's ``jax.local_devices()`` when
+      ``model_parallel`` is 1 -- encoding is host-local, on a multi-host run each host
+      encodes its own items -- else every process's ``jax.devices()``).
+    model_parallel: devices that share one copy of the parameters, sharded over them by
+      the architecture's ``PARTITION_RULES`` (``encoders/partition.py``): for models
+      larger than one device. Must divide the device count; the rest is data parallel.
+      Each process reads only its devices' slices of the safetensors files. When the
+      mesh spans processes (``jax.distributed``), every process calls ``encode`` with
+      the same items and gets all features.
   """
   if isinstance(dtype, str):
     if dtype not in _DTYPES:
@@ -343,17 +442,27 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
   if timm_format.is_timm_checkpoint(path):   # timm's hub format: no transformers config
     hf_config = timm_format.read_config(path)
   else:
+    with open(os.path.join(path, "config.json")) as f:
+      # The registry first: a model_type transformers does not know either gets the list
+      # of supported types, not AutoConfig's error.
+      registry.get(json.load(f).get("model_type"))
     from transformers import AutoConfig  # local: slow import, only loading needs it
     hf_config = AutoConfig.from_pretrained(path)
   arch = registry.get(hf_config.model_type)
-  params = arch.convert(convert_lib.read_state_dict(path), hf_config)
+  if devices is None:
+    devices = jax.local_devices() if model_parallel == 1 else jax.devices()
+  mesh = partition.model_mesh(devices, model_parallel)   # validates model_parallel first
+  # Lazy views: a converter that keeps them (StateDict.view) lets each device read only
+  # its slice; converters that take() read tensors whole, one at a time.
+  params = arch.convert(convert_lib.lazy_state_dict(path), hf_config)
   image_spec = tokenizer = None
   if arch.MODALITY == "image":   # the architecture's own preprocessing, else HF's processor
     image_spec = (arch.image_spec(path, hf_config) if hasattr(arch, "image_spec")
                   else preprocess.ImageSpec.from_dir(path))
   else:
     from platonic_jax.encoders import tokenize
-    tokenizer = tokenize.load_tokenizer(path)
-  mesh = sharding.data_mesh(jax.local_devices() if devices is None else devices)
+    # An architecture may set its tokenizer up its own way (registry: load_tokenizer).
+    tokenizer = (arch.load_tokenizer(path, name_or_dir) if hasattr(arch, "load_tokenizer")
+                 else tokenize.load_tokenizer(path))
   return Encoder(name_or_dir, hf_config, arch, params, dtype, mesh, image_spec, tokenizer,
                  max_length)

@@ -34,11 +34,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from platonic_jax.encoders import common
+from platonic_jax.encoders import common, decoder, lm_scores
 from platonic_jax.encoders.convert import StateDict
 
 MODEL_TYPES = ("gpt2",)
 MODALITY = "text"
+SCORES = True   # next-token losses for Encoder.bits_per_byte (GPT2LMHeadModel's head)
 # "mean": masked mean over real tokens (the Platonic protocol, Huh et al. 2024, appendix);
 # "last": the last real token (what a causal LM "summarises" into).
 POOLS = ("mean", "last")
@@ -46,6 +47,16 @@ POOLS = ("mean", "last")
 # XLA:CPU: micro-batches of 8 sequences (encoders/core.py; see dinov2.py): +3% at batch
 # 16 x 80 tokens on the project's 2-core CPU; smaller ones lose to per-step overhead.
 CPU_MICRO_BATCH = 8
+
+# Megatron-style tensor parallelism over the mesh's "model" axis (encoders/partition.py):
+# the first matmul of attention / MLP split by output columns, the second by input rows,
+# so each block needs one all-reduce per matmul pair; the token table split by rows.
+PARTITION_RULES = (
+    (r"wte/embedding", ("model", None)),
+    (r"h_\d+/(attn/c_attn|mlp/c_fc)/kernel", (None, "model")),
+    (r"h_\d+/(attn/c_attn|mlp/c_fc)/bias", ("model",)),
+    (r"h_\d+/(attn|mlp)/c_proj/kernel", ("model", None)),
+)
 
 # Checkpoint keys that are known and deliberately unused (regexes on names without the
 # "transformer." prefix): the causal-mask buffers old checkpoints stored, and the task
@@ -73,6 +84,7 @@ class GPT2Spec:
   scale_attn_by_inverse_layer_idx: bool
   reorder_and_upcast_attn: bool
   add_cross_attention: bool
+  tie_word_embeddings: bool
 
 
 def _field(cfg: Any, name: str, default: Any) -> Any:
@@ -116,6 +128,7 @@ def spec_from_config(hf_config: Any) -> GPT2Spec:
           _field(hf_config, "scale_attn_by_inverse_layer_idx", False)),
       reorder_and_upcast_attn=bool(_field(hf_config, "reorder_and_upcast_attn", False)),
       add_cross_attention=bool(_field(hf_config, "add_cross_attention", False)),
+      tie_word_embeddings=bool(_field(hf_config, "tie_word_embeddings", True)),
   )
 
 
@@ -215,21 +228,7 @@ class Block(nn.Module):
     return x + MLP(self.spec, self.dtype, name="mlp")(_layer_norm(self.spec, "ln_2")(x))
 
 
-def pool_tokens(h: jax.Array, mask: jax.Array, pool: str) -> jax.Array:
-  """Pools token features ``h [B, T, D]`` over real tokens (``mask [B, T]``) -> [B, D].
-
-  "mean": masked mean; a row without any real token (batch padding) gives zeros, not NaN.
-  "last": the feature of the last position whose mask is 1 (right padding: length - 1).
-  """
-  m = mask.astype(jnp.float32)
-  if pool == "mean":
-    total = jnp.sum(h * m[:, :, None], axis=1)  # [B, D]
-    return total / jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0)
-  if pool == "last":
-    pos = jnp.arange(h.shape[1])
-    last = jnp.max(jnp.where(mask > 0, pos[None, :], 0), axis=1)  # [B]
-    return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
-  raise ValueError(f"unknown GPT-2 pool {pool!r}; choose one of {POOLS}")
+pool_tokens = common.pool_tokens   # shared with the decoder family
 
 
 class GPT2(nn.Module):
@@ -239,8 +238,10 @@ class GPT2(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-               pool: str = "") -> tuple[jax.Array, ...]:
-    """input_ids, attention_mask: [B, T] int -> tuple of L + 1 arrays [B, D] float32."""
+               pool: str = "", scores: bool = False):
+    """input_ids, attention_mask: [B, T] int -> tuple of L + 1 arrays [B, D] float32;
+    with ``scores`` also [B] summed next-token nats (``lm_scores.token_nats``) of
+    GPT2LMHeadModel's head (tied to ``wte`` unless the config unties it)."""
     spec = self.spec
     pool = pool or POOLS[0]
     if pool not in POOLS:
@@ -252,6 +253,7 @@ class GPT2(nn.Module):
     if t > spec.n_positions:
       raise ValueError(f"sequence length {t} exceeds GPT-2's n_positions={spec.n_positions}; "
                        f"tokenize with max_length <= {spec.n_positions}")
+    input_ids = jnp.where(attention_mask > 0, input_ids, 0)   # pad ids past the vocab
     # Positions arange(T) whatever the padding, as HF GPT2Model without position_ids.
     x = (Embed(spec.vocab_size, spec.n_embd, name="wte")(input_ids)
          + Embed(spec.n_positions, spec.n_embd, name="wpe")(jnp.arange(t))[None])
@@ -261,15 +263,21 @@ class GPT2(nn.Module):
     for i in range(spec.n_layer):
       x = Block(spec, i, self.dtype, name=f"h_{i}")(x, allowed)
       hidden.append(x)
-    hidden[-1] = _layer_norm(spec, "ln_f")(x)  # HF: the last hidden state is after ln_f
-    return tuple(pool_tokens(h, attention_mask, pool) for h in hidden)
+    x = hidden[-1] = _layer_norm(spec, "ln_f")(x)  # HF: the last hidden state is after ln_f
+    feats = tuple(pool_tokens(h, attention_mask, pool) for h in hidden)
+    if not scores:
+      return feats
+    if spec.tie_word_embeddings:
+      table = self.variables["params"]["wte"]["embedding"]
+      logits = common.dense(x, table.T, None, self.dtype)   # [B, T, D] x [D, V]
+    else:
+      logits = decoder.Linear(spec.vocab_size, False, self.dtype, name="lm_head")(x)
+    return feats, lm_scores.token_nats(logits, input_ids, attention_mask)
 
 
 def build(hf_config: Any, dtype: Any = jnp.float32) -> GPT2:
   """The Flax GPT-2 for a HF ``GPT2Config`` (or config dict); ``dtype`` = matmul operands."""
-  dtype = jnp.dtype(dtype)
-  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-    raise ValueError(f"GPT-2 compute dtype must be float32 or bfloat16, got {dtype}")
+  dtype = common.compute_dtype(dtype, "GPT-2")
   return GPT2(spec_from_config(hf_config), dtype=dtype)
 
 
@@ -309,5 +317,7 @@ def convert(state_dict: Mapping[str, Any], hf_config: Any) -> dict[str, Any]:
                 "c_proj": dense(f"{p}.mlp.c_proj", inner, d)},
     }
   params["ln_f"] = norm("ln_f")
+  if not spec.tie_word_embeddings:   # an untied GPT2LMHeadModel head
+    params["lm_head"] = {"kernel": sd.take("lm_head.weight", (spec.vocab_size, d)).T}
   sd.finish(f"GPT-2 checkpoint (n_layer={spec.n_layer}, n_embd={d})")
   return params

@@ -36,6 +36,20 @@ Contract of an architecture module (one file per architecture, one entry here):
         # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
         # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters,
         # DINOv2's attention over groups of samples side by side.
+    SCORES: bool                           # optional, text: the module also takes
+        # ``scores: bool`` (static); with scores=True it returns (features tuple, [B]
+        # float32 summed next-token nats), and its LM head parameters exist only on that
+        # path (load traces it): Encoder.bits_per_byte / encode(bits_per_byte=True).
+    def load_tokenizer(path, name) -> tokenizer   # optional, text: the tokenizer set-up
+        # (default tokenize.load_tokenizer, GPT-2's); decoders use the release's.
+    PARTITION_RULES: tuple[tuple[str, tuple], ...]   # optional: how parameters shard
+        # over the mesh's "model" axis with load(..., model_parallel=N)
+        # (encoders/partition.py): (regex re.fullmatch-ed against the '/'-joined Flax
+        # param path, e.g. "layers_3/attn/q_proj/kernel"; a partition spec as a tuple
+        # with one mesh-axis name or None per array dim, e.g. (None, "model")). First
+        # match wins; unmatched params are replicated. ``convert`` may return lazy views
+        # (encoders/lazy.py, via StateDict.view) instead of numpy leaves: each device
+        # then reads only its slice of the safetensors files.
 
 Adding an architecture = writing that module and adding it to ``_ARCHITECTURES`` below
 (a plain tuple of imported modules, no string-to-import lookups).
@@ -45,9 +59,10 @@ from __future__ import annotations
 
 import types
 
-from platonic_jax.encoders import dinov2, gpt2, resnet, timm_format, vit_hf
+from platonic_jax.encoders import bloom, decoder, dinov2, gpt2, resnet, timm_format, vit_hf
 
-_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2, vit_hf, timm_format)
+_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2, decoder, bloom, vit_hf,
+                                                timm_format)
 
 _CONTRACT = ("MODEL_TYPES", "MODALITY", "POOLS", "build", "convert")
 
@@ -66,7 +81,7 @@ REGISTRY: dict[str, types.ModuleType] = {
 
 
 def supported() -> tuple[str, ...]:
-  """The model_type values :func:`get` accepts."""
+  """The model_type values :func:`get` accepts (sorted)."""
   return tuple(sorted(REGISTRY))
 
 

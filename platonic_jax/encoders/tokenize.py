@@ -45,6 +45,34 @@ def load_tokenizer(path_or_dir: str) -> Any:
   return tok
 
 
+def load_release_tokenizer(path_or_dir: str, name: str | None = None) -> Any:
+  """A language model's own tokenizer (``AutoTokenizer``) set up as the Platonic release's
+  ``models.load_tokenizer``: ``pad_token = "[PAD]"`` when the model name contains
+  "huggyllama", else ``pad_token = eos_token`` when there is none; ``padding_side="left"``.
+
+  :func:`tokenize` pads on the right whatever ``padding_side`` says: the decoders' features
+  and scores do not depend on the side (positions count real tokens only), and right
+  padding is what the cuDNN attention path needs. Special tokens (Llama's BOS) are added
+  as the release's ``tokenizer(texts)`` adds them.
+  """
+  from transformers import AutoTokenizer  # local: importing transformers is slow
+  try:
+    tok = AutoTokenizer.from_pretrained(path_or_dir)
+  except (OSError, ValueError, TypeError) as e:
+    raise ValueError(f"cannot load the tokenizer of {path_or_dir!r}: {e}\n  Fix: put the "
+                     "model's tokenizer files (tokenizer.json / tokenizer.model + "
+                     "tokenizer_config.json) beside config.json.") from e
+  if "huggyllama" in (name or str(path_or_dir)):
+    tok.pad_token = "[PAD]"
+  elif tok.pad_token is None:
+    tok.pad_token = tok.eos_token
+  if tok.pad_token_id is None:
+    # "[PAD]" unknown to a tokenizer without <unk>: pads are masked, any id fills them.
+    tok.pad_token_id = tok.eos_token_id if tok.eos_token_id is not None else 0
+  tok.padding_side = "left"
+  return tok
+
+
 def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
@@ -74,6 +102,10 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, *,
   if bad:
     raise TypeError(f"texts must be str; items {bad[:10]} are "
                     f"{sorted({type(texts[i]).__name__ for i in bad})}")
+  empty = [i for i, s in enumerate(texts) if not s]
+  if empty:
+    raise ValueError(f"texts {empty[:10]} are empty strings (no tokens, 0 bytes): their "
+                     "features and bits per byte would be undefined; drop them or give them text")
   if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
     raise ValueError(f"max_length must be a positive int, got {max_length!r}")
   if tokenizer.pad_token_id is None:
