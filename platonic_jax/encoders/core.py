@@ -261,7 +261,8 @@ class Encoder:
     for i in layers:
       if not -self.num_layers <= int(i) < self.num_layers:
         raise ValueError(f"layer {i} out of range for {self.name!r}: it has {self.num_layers} "
-                         f"feature layers (0 = embedding/stem ... {self.num_layers - 1} = last)")
+                         f"feature layers (0 = embedding / stem, or the first block of a ViT ... "
+                         f"{self.num_layers - 1} = last)")
       out.append(int(i) % self.num_layers)
     if not out:
       raise ValueError("layers is an empty list")
