@@ -15,7 +15,8 @@ of the model forward only -- preprocessing / tokenization excluded on both sides
 Timings on a shared machine are noisy: compare the ratio column, measured in one run.
 
 PyTorch variants: fp32 NCHW and channels-last (ResNet; the ratio uses the faster),
-bf16 ``torch.autocast`` (channels-last for ResNet). platonic_jax: ``dtype=float32`` and
+bf16 ``torch.autocast`` (channels-last for ResNet); timm's ViTs with their fused SDPA
+attention and with ``fused_attn=False`` (explicit matmuls), the ratio against the faster. platonic_jax: ``dtype=float32`` and
 ``dtype=bfloat16`` (bf16 operands, f32 accumulation / outputs).
 
 Roofline (skipped with --no-gemm): the best matmul rate of XLA and torch on the dense
@@ -181,11 +182,14 @@ def _bench_model(name, args, dtypes, rows, roofline):
                                    attention_mask=torch.from_numpy(mask.astype(np.int64)).to(dev))
     per_call, unit = args.batch * args.seq, "tok/s"
 
-  def torch_ref(cl=False, autocast=False):
+  def torch_ref(cl=False, autocast=False, fused_attn=True):
     model = tmodel.to(memory_format=torch.channels_last) if cl else tmodel
     inputs = torch_inputs(cl)
 
     def run():
+      if name in _TIMM_MODELS:   # timm's attention: fused SDPA or its explicit matmuls
+        for block in model.model.blocks:
+          block.attn.fused_attn = fused_attn
       with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         out = model(**inputs, output_hidden_states=arch.MODALITY == "text")
       if dev.type == "cuda":
@@ -207,6 +211,9 @@ def _bench_model(name, args, dtypes, rows, roofline):
   if name == "resnet18":
     variants["fp32"] = [("nchw", dict()), ("channels-last", dict(cl=True))]
     variants["bf16"] = [("autocast channels-last", dict(cl=True, autocast=True))]
+  if name in _TIMM_MODELS:   # timm's fused SDPA is slower than its matmuls under CPU autocast
+    variants["fp32"] += [("eager unfused attn", dict(fused_attn=False))]
+    variants["bf16"] += [("autocast unfused attn", dict(autocast=True, fused_attn=False))]
   for dt in dtypes:
     calls = {f"torch {label}": torch_ref(**kw) for label, kw in variants[dt]}
     enc = core.Encoder(name, config, arch, params, jnp.float32 if dt == "fp32" else jnp.bfloat16)
