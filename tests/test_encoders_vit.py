@@ -46,11 +46,12 @@ _PREPROCESS_CASES = {
     # the study's configs: ImageNet-21k AugReg (crop_pct 0.9, mean 0.5), CLIP (crop_pct 1)
     "augreg center 0.9": ("vit_base_patch16_224.augreg_in21k", dict(), (3, 48, 48)),
     "clip center 1.0": ("vit_base_patch16_clip_224.laion2b", dict(), (3, 32, 32)),
-    "non-square keep-ratio": ("vit_small_patch16_224.augreg_in21k", dict(crop_pct=0.8), (3, 40, 56)),
-    "squash bilinear": ("vit_base_patch16_224.mae", dict(crop_mode="squash",
-                                                         interpolation="bilinear"), (3, 36, 44)),
-    "border lanczos": ("vit_small_patch14_dinov2.lvd142m", dict(crop_mode="border",
-                                                                interpolation="lanczos"), (3, 42, 28)),
+    "non-square keep-ratio": ("vit_small_patch16_224.augreg_in21k", dict(crop_pct=0.8),
+                              (3, 40, 56)),
+    "squash bilinear": ("vit_base_patch16_224.mae",
+                        dict(crop_mode="squash", interpolation="bilinear"), (3, 36, 44)),
+    "border lanczos": ("vit_small_patch14_dinov2.lvd142m",
+                       dict(crop_mode="border", interpolation="lanczos"), (3, 42, 28)),
 }
 
 

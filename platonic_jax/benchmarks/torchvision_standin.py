@@ -2,22 +2,22 @@
 tests and benchmark (``tests/test_encoders_vit.py``, ``benchmarks/encoders.py``), which
 run timm's PyTorch code as the reference; the encoders themselves never import it.
 
-Why: timm imports torchvision at import time, but the
-registry's torchvision wheels are CUDA builds that fail to import beside the CPU torch
-the tests run on (``libtorch_cuda.so`` not found), and installing one would also make
+Why: timm imports torchvision at import time, but the registry's torchvision wheels are
+CUDA builds that fail to import beside the CPU torch the tests run on (``libtorch_cuda.so`` not found), and installing one would also make
 transformers switch its image processors to a torchvision backend. timm's *model* code
 needs only torch; its eval transform needs the few torchvision transforms below, which on
 PIL images are thin wrappers around PIL operations.
 
 :func:`import_timm` puts these modules into ``sys.modules`` while timm is imported (only
-when a real torchvision cannot be imported: with a working one the tests use it), so
-timm's real code runs, and takes them out again afterwards. The eval-path pieces (``Compose``, ``Resize``, ``CenterCrop``,
-``ToTensor``, ``Normalize`` and the functions they call) reproduce torchvision 0.28's
-PIL path line for line (``torchvision/transforms/functional.py``: ``resize``,
-``_compute_resized_output_size``, ``center_crop``, ``to_tensor``, ``normalize``;
-``_functional_pil.py``: ``resize``, ``crop``, ``pad``), so they are the "PIL operations
-timm's eval transform performs". Every other name (datasets, augmentations, ops) is a
-placeholder class that raises if it is ever instantiated, never a silent substitute.
+when a real torchvision cannot be imported: with a working one it is used), so timm's
+real code runs, and takes them out again afterwards. The eval-path pieces (``Compose``,
+``Resize``, ``CenterCrop``, ``ToTensor``, ``Normalize`` and the functions they call)
+reproduce torchvision 0.28's PIL path line for line (``torchvision/transforms/
+functional.py``: ``resize``, ``_compute_resized_output_size``, ``center_crop``,
+``to_tensor``, ``normalize``; ``_functional_pil.py``: ``resize``, ``crop``, ``pad``), so
+they are the "PIL operations timm's eval transform performs". Every other name
+(datasets, augmentations, ops) is a placeholder class that raises if it is ever
+instantiated, never a silent substitute.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class _Module(types.ModuleType):
       cls = _placeholder(self.__name__, name)
       setattr(self, name, cls)
       return cls
-    raise AttributeError(f"module {self.__name__!r} (torchvision stand-in) has no attribute {name!r}")
+    raise AttributeError(
+        f"module {self.__name__!r} (torchvision stand-in) has no attribute {name!r}")
 
 
 class InterpolationMode(enum.Enum):
@@ -221,7 +222,8 @@ class Compose:
 
 class Resize:
   def __init__(self, size, interpolation=InterpolationMode.BILINEAR, max_size=None, antialias=True):
-    self.size, self.interpolation, self.max_size, self.antialias = size, interpolation, max_size, antialias
+    self.size, self.interpolation = size, interpolation
+    self.max_size, self.antialias = max_size, antialias
 
   def __call__(self, img):
     return resize(img, self.size, self.interpolation, self.max_size, self.antialias)

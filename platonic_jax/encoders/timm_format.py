@@ -289,7 +289,8 @@ def convert(state_dict: Mapping[str, np.ndarray], config: TimmConfig) -> dict:
       out["bias"] = take(f"{name}.bias", n_out)
     return out
 
-  params = {"patch_embed": {"kernel": vit.patch_kernel(take("patch_embed.proj.weight", d, c, p, p), s)}}
+  patch = take("patch_embed.proj.weight", d, c, p, p)
+  params = {"patch_embed": {"kernel": vit.patch_kernel(patch, s)}}
   if s.patch_bias:
     params["patch_embed"]["bias"] = take("patch_embed.proj.bias", d)
   # timm's no_embed_class: positions only for patches; else for the prefix tokens too.

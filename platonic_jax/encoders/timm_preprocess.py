@@ -143,7 +143,8 @@ def _short_side_size(image: Image.Image, size: int) -> tuple[int, int]:
   return (new_long, new_short) if w <= h else (new_short, new_long)
 
 
-def _keep_ratio_size(image: Image.Image, target: tuple[int, int], longest: float) -> tuple[int, int]:
+def _keep_ratio_size(image: Image.Image, target: tuple[int, int],
+                     longest: float) -> tuple[int, int]:
   """timm ResizeKeepRatio.get_params without the random parts: (new_h, new_w)."""
   ratio_h, ratio_w = image.height / target[0], image.width / target[1]
   ratio = max(ratio_h, ratio_w) * longest + min(ratio_h, ratio_w) * (1.0 - longest)

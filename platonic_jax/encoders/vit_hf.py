@@ -136,7 +136,8 @@ def convert_layers(sd: StateDict, s: vit.ViTSpec, layout: dict) -> dict:
                                             for n in ("q", "k", "v")])
     block = {"norm1": norm(f"{p}.{layout['norm1']}"), "attn": attn,
              "norm2": norm(f"{p}.{layout['norm2']}"),
-             "mlp": {"fc1": dense(f"{p}.{fc1}", d, fc1_out), "fc2": dense(f"{p}.{fc2}", s.mlp_hidden, d)}}
+             "mlp": {"fc1": dense(f"{p}.{fc1}", d, fc1_out),
+                     "fc2": dense(f"{p}.{fc2}", s.mlp_hidden, d)}}
     if s.layer_scale:
       block["ls1"] = sd.take(f"{p}.{layout['ls1']}", (d,))
       block["ls2"] = sd.take(f"{p}.{layout['ls2']}", (d,))
