@@ -457,3 +457,18 @@ def test_full_size_check_runs_and_matches_timm(num_devices):
   assert rows[0]["rel_err"] < FP32_TOL and rows[1]["rel_err"] < BF16_TOL
   with pytest.raises(SystemExit, match="not a supported timm ViT id: convnext_tiny"):
     vit_full_size.main(["--models=convnext_tiny.in1k"])
+
+
+def test_legacy_single_dict_timm_config_reads_like_timm():
+  """Older timm hub configs hold the pretrained_cfg at the top level (timm
+  _parse_model_cfg's legacy branch): the same spec and preprocessing."""
+  t = tfx.timm()
+  cfg = t.models.get_pretrained_cfg("vit_large_patch14_clip_224.laion2b").to_dict()
+  modern = timm_format.config_from_dict({"architecture": "vit_large_patch14_clip_224",
+                                         "pretrained_cfg": dict(cfg)})
+  legacy = timm_format.config_from_dict(dict(cfg, architecture="vit_large_patch14_clip_224",
+                                             num_features=1024))
+  assert legacy.spec == modern.spec and legacy.image_spec == modern.image_spec
+  assert modern.image_spec == timm_preprocess.TimmImageSpec(
+      input_size=(3, 224, 224), interpolation="bicubic", mean=tuple(cfg["mean"]),
+      std=tuple(cfg["std"]), crop_pct=1.0, crop_mode="center")
