@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _randomize(model, seed: int) -> None:
-  """Every floating parameter and buffer gets random values (BN stats positive variance)."""
+def randomize(model, seed: int) -> None:
+  """Every floating parameter and buffer gets random values (BN stats positive variance,
+  norm scales near 1, layer scales near 0.5), for HF and timm models alike."""
   import torch
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
@@ -23,10 +24,9 @@ def _randomize(model, seed: int) -> None:
         t.copy_(0.5 + torch.rand(t.shape, generator=g))
       elif name.endswith(("running_mean", "bias")):
         t.copy_(0.1 * torch.randn(t.shape, generator=g))
-      elif name.endswith(("normalization.weight", "norm1.weight", "norm2.weight",
-                          "layernorm.weight")):
+      elif t.dim() == 1 and name.endswith("weight") and "norm" in name.rsplit(".", 2)[-2]:
         t.copy_(1.0 + 0.1 * torch.randn(t.shape, generator=g))
-      elif name.endswith("lambda1"):
+      elif name.endswith(("lambda1", "gamma")):
         t.copy_(0.5 + 0.1 * torch.randn(t.shape, generator=g))
       else:
         fan_in = int(np.prod(t.shape[1:])) if t.dim() > 1 else 1
@@ -45,7 +45,7 @@ def tiny_resnet(directory: str, layer_type: str = "basic", seed: int = 0,
   kw.update(overrides)
   cfg = T.ResNetConfig(**kw)
   model = (T.ResNetForImageClassification(cfg) if with_head else T.ResNetModel(cfg)).eval()
-  _randomize(model, seed)
+  randomize(model, seed)
   model.save_pretrained(directory)
   T.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=0.875, resample=3).save_pretrained(
       directory)
@@ -64,7 +64,7 @@ def tiny_dinov2(directory: str, swiglu: bool = False, seed: int = 0, image_size:
             image_size=image_size, patch_size=14, use_swiglu_ffn=swiglu)
   kw.update(overrides)
   model = T.Dinov2Model(T.Dinov2Config(**kw)).eval()
-  _randomize(model, seed)
+  randomize(model, seed)
   model.save_pretrained(directory)
   T.BitImageProcessor(size={"shortest_edge": max(crop) + 4},
                       crop_size={"height": crop[0], "width": crop[1]},
@@ -153,8 +153,8 @@ def rel_error(a, b) -> float:
   return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-__all__ = ["tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values", "tiny_gpt2",
-           "tiny_decoder", "decoder_tokenizer", "DECODER_VARIANTS",
+__all__ = ["randomize", "tiny_resnet", "tiny_dinov2", "random_images", "hf_pixel_values",
+           "tiny_gpt2", "tiny_decoder", "decoder_tokenizer", "DECODER_VARIANTS",
            "gpt2_tokenizer_files", "GPT2_CORPUS", "rel_error"]
 
 

@@ -23,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 import hf_fixtures as fx  # noqa: E402
 from platonic_jax import encoders  # noqa: E402
 from platonic_jax.encoders import convert as convert_lib  # noqa: E402
-from platonic_jax.encoders import dinov2, preprocess, registry, resnet  # noqa: E402
+from platonic_jax.encoders import dinov2, pos_embed, preprocess, registry, resnet, vit  # noqa: E402
 
 FP32_TOL, BF16_TOL = 1e-4, 2e-2
 
@@ -175,7 +175,7 @@ def test_dinov2_parity_non_native_size(dinov2_ckpt, images):
   out = _torch_hidden(model, directory, images)
   assert out.hidden_states[0].shape[1] == 1 + 3 * 4
   enc = encoders.load(directory)
-  assert enc.module.attention_group == dinov2.CPU_ATTENTION_GROUP   # the CPU variant
+  assert enc.module.attention_group == vit.CPU_ATTENTION_GROUP   # the CPU variant
   cls = enc.encode(images, batch_size=8, layers="all")
   mean = enc.encode(images, batch_size=8, layers="all", pool="mean")
   hs = [h.double().numpy() for h in out.hidden_states[:-1]] + [out.last_hidden_state.double().numpy()]
@@ -192,29 +192,29 @@ def test_dinov2_parity_non_native_size(dinov2_ckpt, images):
 
 @pytest.mark.parametrize("n_in,n_out", [(4, 7), (5, 3), (6, 6), (2, 9)])
 def test_position_interpolation_matches_torch_bicubic(n_in, n_out):
+  """HF Dinov2's interpolation: torch bicubic without antialias (pos_embed.resample)."""
   rng = np.random.default_rng(0)
   grid = rng.normal(size=(1, 5, n_in, n_in)).astype(np.float32)
   ref = torch.nn.functional.interpolate(torch.from_numpy(grid), size=(n_out, n_out + 1),
                                         mode="bicubic", align_corners=False).numpy()
-  pos = np.concatenate([rng.normal(size=(1, 5)), grid[0].reshape(5, -1).T]).astype(np.float32)
-  ours = np.asarray(dinov2.interpolate_positions(pos, n_out, n_out + 1))
-  np.testing.assert_allclose(ours[0], pos[0])
-  np.testing.assert_allclose(ours[1:], ref[0].reshape(5, -1).T, atol=1e-5)
+  ours = np.asarray(pos_embed.resample(grid[0].reshape(5, -1).T, (n_in, n_in),
+                                       (n_out, n_out + 1), antialias=False))
+  np.testing.assert_allclose(ours, ref[0].reshape(5, -1).T, atol=1e-5)
 
 
 @pytest.mark.parametrize("batch", [1, 4, 6, 7, 12])
 @pytest.mark.parametrize("group", [0, 4])
 def test_attention_matches_float64_softmax_attention(batch, group):
-  """Batched attention (group 0) and the CPU form (groups of samples side by side,
-  lax.map over groups) for batches that are one group (1, 4), several (12), or leave a
-  ragged divisor (6 -> 3, 7 -> 1)."""
+  """Batched attention (group 0: jax.nn.dot_product_attention) and the CPU form (groups
+  of samples side by side, lax.map over groups) for batches that are one group (1, 4),
+  several (12), or leave a ragged divisor (6 -> 3, 7 -> 1)."""
   rng = np.random.default_rng(batch)
   q, k, v = (rng.normal(size=(batch, 9, 3, 4)) for _ in range(3))
   logits = np.einsum("bqhd,bkhd->bhqk", q, k) * 0.5
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
   ref = np.einsum("bhqk,bkhd->bqhd", probs, v)
-  ours = dinov2.attention(*(np.float32(x) for x in (q, k, v)), 0.5, np.float32, group)
+  ours = vit.attention(*(np.float32(x) for x in (q, k, v)), 0.5, np.float32, group)
   assert ours.shape == ref.shape
   np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-5, atol=1e-6)
 
@@ -322,7 +322,7 @@ def test_check_params_catches_a_converter_that_forgets_a_leaf(resnet_ckpt):
 def test_unsupported_model_type_names_supported_ones(tmp_path):
   transformers.BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=8).save_pretrained(tmp_path)
-  with pytest.raises(ValueError, match="unsupported model_type 'bert'.*dinov2, gemma.*gpt2, llama.*resnet"):
+  with pytest.raises(ValueError, match="unsupported model_type 'bert'.*dinov2, .*gemma.*gpt2, llama.*resnet"):
     encoders.load(str(tmp_path))
 
 

@@ -1,18 +1,22 @@
 """Encoder throughput: platonic_jax (jit, sharded) vs transformers PyTorch, same inputs.
 
-    python -m platonic_jax.benchmarks.encoders [--models=resnet18,gpt2,dinov2-s,dinov2-b]
+    python -m platonic_jax.benchmarks.encoders
+        [--models=resnet18,gpt2,dinov2-s,dinov2-b,vit-s16,vit-b16,vit-l14]
         [--batch=16] [--seq=77] [--image=224] [--seconds=8] [--threads=N] [--dtypes=fp32,bf16]
         [--cpu-devices=N] [--no-gemm] [--torch-device=cpu|cuda] [--xla_flags="..."]
 
 Full-size models are built from configs with random weights (no download); the PyTorch
-model's weights are converted with the same ``convert`` that loads checkpoints, and the
+model's weights are converted with the same ``convert`` that loads checkpoints (the ViT
+rows: timm's own VisionTransformer of the study's ids, ``timm_format.convert``; timm is
+imported with ``torchvision_standin`` when no working torchvision is installed), and the
 features of both are compared (relative error printed), so the run is also a parity check
 at full size. Throughput is images/s (tokens/s for GPT-2: batch x seq, all real tokens)
 of the model forward only -- preprocessing / tokenization excluded on both sides.
 Timings on a shared machine are noisy: compare the ratio column, measured in one run.
 
 PyTorch variants: fp32 NCHW and channels-last (ResNet; the ratio uses the faster),
-bf16 ``torch.autocast`` (channels-last for ResNet). platonic_jax: ``dtype=float32`` and
+bf16 ``torch.autocast`` (channels-last for ResNet); timm's ViTs with their fused SDPA
+attention and with ``fused_attn=False`` (explicit matmuls), the ratio against the faster. platonic_jax: ``dtype=float32`` and
 ``dtype=bfloat16`` (bf16 operands, f32 accumulation / outputs).
 
 Roofline (skipped with --no-gemm): the best matmul rate of XLA and torch on the dense
@@ -28,13 +32,31 @@ import argparse
 import os
 import sys
 import time
+import types
 
 from platonic_jax.benchmarks.encoders_gpt2 import format_row
+
+# The ViT rows: timm architectures of the Platonic study (ViT-S/16 and ViT-B/16 AugReg,
+# ViT-L/14 CLIP), at their 224 px.
+_TIMM_MODELS = {"vit-s16": "vit_small_patch16_224.augreg_in21k",
+                "vit-b16": "vit_base_patch16_224.augreg_in21k",
+                "vit-l14": "vit_large_patch14_clip_224.laion2b"}
+MODELS = ("resnet18", "gpt2", "dinov2-s", "dinov2-b") + tuple(_TIMM_MODELS)
+
+
+def _models(arg: str) -> list[str]:
+  """--models as a list; an unknown name is a one-line error naming the allowed ones."""
+  names = [m.strip() for m in arg.split(",") if m.strip()]
+  bad = [m for m in names if m not in MODELS]
+  if bad or not names:
+    raise SystemExit(f"--models: unknown model(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+                     f"choose from {', '.join(MODELS)}")
+  return names
 
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--models", default="resnet18,gpt2,dinov2-s,dinov2-b")
+  p.add_argument("--models", default=",".join(MODELS))
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--seq", type=int, default=77, help="GPT-2 tokens per sequence")
   p.add_argument("--image", type=int, default=224, help="image side in pixels")
@@ -60,8 +82,18 @@ def _parse(argv):
   return p.parse_args(argv)
 
 
+def _timm():
+  from platonic_jax.benchmarks import torchvision_standin
+  return torchvision_standin.import_timm()[0]
+
+
 def _configs(name):
   import transformers as T
+  if name in _TIMM_MODELS:   # the timm hub config of the id (its architecture, pretrained_cfg)
+    from platonic_jax.encoders import timm_format
+    arch = _TIMM_MODELS[name].split(".")[0]
+    cfg = _timm().models.get_pretrained_cfg(_TIMM_MODELS[name]).to_dict()
+    return timm_format.config_from_dict({"architecture": arch, "pretrained_cfg": cfg})
   if name == "resnet18":   # microsoft/resnet-18's config.json
     return T.ResNetConfig(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
                           layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)
@@ -75,9 +107,30 @@ def _configs(name):
 
 
 def _torch_model(name, config):
+  import torch
   import transformers as T
-  cls = {"resnet18": T.ResNetModel, "gpt2": T.GPT2Model}.get(name, T.Dinov2Model)
-  return cls(config).eval()
+  if name not in _TIMM_MODELS:
+    cls = {"resnet18": T.ResNetModel, "gpt2": T.GPT2Model}.get(name, T.Dinov2Model)
+    return cls(config).eval()
+
+  class TimmBlocks(torch.nn.Module):
+    """timm's forward_features up to the last block (the study's feature: no final norm),
+    called like the HF models, ``(pixel_values=...) -> .pooler_output`` = class token
+    [B, D]; its state_dict is the timm model's own (timm key names)."""
+
+    def __init__(self, model):
+      super().__init__()
+      self.model = model
+
+    def state_dict(self, *args, **kwargs):
+      return self.model.state_dict(*args, **kwargs)
+
+    def forward(self, pixel_values, output_hidden_states=False):
+      m = self.model
+      x = m.norm_pre(m._pos_embed(m.patch_embed(pixel_values)))
+      return types.SimpleNamespace(pooler_output=m.blocks(x)[:, 0])
+
+  return TimmBlocks(_timm().create_model(_TIMM_MODELS[name], pretrained=False)).eval()
 
 
 def _round_robin(calls: dict, seconds: float, min_rounds: int = 3) -> dict:
@@ -129,11 +182,14 @@ def _bench_model(name, args, dtypes, rows, roofline):
                                    attention_mask=torch.from_numpy(mask.astype(np.int64)).to(dev))
     per_call, unit = args.batch * args.seq, "tok/s"
 
-  def torch_ref(cl=False, autocast=False):
+  def torch_ref(cl=False, autocast=False, fused_attn=True):
     model = tmodel.to(memory_format=torch.channels_last) if cl else tmodel
     inputs = torch_inputs(cl)
 
     def run():
+      if name in _TIMM_MODELS:   # timm's attention: fused SDPA or its explicit matmuls
+        for block in model.model.blocks:
+          block.attn.fused_attn = fused_attn
       with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         out = model(**inputs, output_hidden_states=arch.MODALITY == "text")
       if dev.type == "cuda":
@@ -155,6 +211,9 @@ def _bench_model(name, args, dtypes, rows, roofline):
   if name == "resnet18":
     variants["fp32"] = [("nchw", dict()), ("channels-last", dict(cl=True))]
     variants["bf16"] = [("autocast channels-last", dict(cl=True, autocast=True))]
+  if name in _TIMM_MODELS:   # timm's fused SDPA is slower than its matmuls under CPU autocast
+    variants["fp32"] += [("eager unfused attn", dict(fused_attn=False))]
+    variants["bf16"] += [("autocast unfused attn", dict(autocast=True, fused_attn=False))]
   for dt in dtypes:
     calls = {f"torch {label}": torch_ref(**kw) for label, kw in variants[dt]}
     enc = core.Encoder(name, config, arch, params, jnp.float32 if dt == "fp32" else jnp.bfloat16)
@@ -284,6 +343,7 @@ def _print_roofline(roofline: dict, peaks: dict) -> None:
 
 def main(argv=None):
   args = _parse(sys.argv[1:] if argv is None else argv)
+  _models(args.models)   # before the slow imports: a typo fails at once
   flags = args.xla_flags or ""
   if args.single_thread:
     flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -308,7 +368,7 @@ def main(argv=None):
         f"load average: {os.getloadavg()[0]:.1f}", flush=True)
   rows, roofline = [], {}
   dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-  for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+  for name in _models(args.models):
     _bench_model(name, args, dtypes, rows, roofline)
   print("\nmodel     dtype impl                         throughput         ratio")
   for r in rows:

@@ -1,6 +1,6 @@
 """Building blocks shared by the encoder modules: mixed-precision dense / conv, activations.
 
-Precision policy (DESIGN.md pitfalls): with ``dtype=jnp.bfloat16`` operands are cast to
+Precision policy (docs/design.md, pitfalls): with ``dtype=jnp.bfloat16`` operands are cast to
 bf16 and every dot / convolution accumulates and returns float32
 (``preferred_element_type=jnp.float32``), which is what reaches the bf16 matrix units of
 XLA:CPU (AMX) and GPUs/TPUs; layer norms, softmax and residual sums stay float32. With

@@ -3,7 +3,7 @@
 Every architecture's ``convert(state_dict, hf_config)`` reads the checkpoint through a
 :class:`StateDict`, which records every key it hands out; :meth:`StateDict.finish` then
 raises one :class:`ConversionError` listing the missing, unexpected and misshaped keys
-(never a silent partial load: the 4.x Flax ResNet did exactly that, DESIGN.md).
+(never a silent partial load: the 4.x Flax ResNet did exactly that, docs/design.md).
 
 Also here: reading a checkpoint directory into ``{name: np.ndarray}``
 (``model.safetensors``, sharded safetensors, or ``pytorch_model.bin`` when torch is

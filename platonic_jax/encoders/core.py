@@ -109,8 +109,9 @@ class Encoder:
 
   Attributes:
     name: what ``load`` was given. modality: "image" | "text". dtype: compute dtype.
-    dims: width of each feature layer (layer 0 = embedding / stem). dim: ``dims[-1]``.
-    num_layers: ``len(dims)`` (HF ``hidden_states`` count: blocks + 1).
+    dims: width of each feature layer (layer 0 = embedding / stem; the ViT family has
+      one layer per block, no embedding layer). dim: ``dims[-1]``.
+    num_layers: ``len(dims)`` (HF ``hidden_states`` count: blocks + 1; ViT family: blocks).
     pools: selectable pools, ``pools[0]`` the default.
     max_length: text only, tokens per caption (longer ones are truncated and counted in
       ``num_truncated`` after each encode).
@@ -273,7 +274,8 @@ class Encoder:
     for i in layers:
       if not -self.num_layers <= int(i) < self.num_layers:
         raise ValueError(f"layer {i} out of range for {self.name!r}: it has {self.num_layers} "
-                         f"feature layers (0 = embedding/stem ... {self.num_layers - 1} = last)")
+                         f"feature layers (0 = embedding / stem, or the first block of a ViT ... "
+                         f"{self.num_layers - 1} = last)")
       out.append(int(i) % self.num_layers)
     if not out:
       raise ValueError("layers is an empty list")
@@ -426,8 +428,9 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
 
   Args:
     name_or_dir: e.g. "microsoft/resnet-18", "openai-community/gpt2", "facebook/dinov2-base",
-      or a directory with config.json + model.safetensors (or pytorch_model.bin with torch)
-      and preprocessor_config.json (images) / tokenizer files (text).
+      "timm/vit_base_patch16_224.augreg_in21k", or a directory with config.json +
+      model.safetensors (or pytorch_model.bin with torch) and preprocessor_config.json
+      (images; timm checkpoints carry theirs in config.json) / tokenizer files (text).
     dtype: "float32" or "bfloat16" (bf16 matmul operands, float32 accumulation and output).
     max_length: text only: tokens per caption (longer ones truncated, counted).
     devices: devices of the mesh (default: this host's ``jax.local_devices()`` when
@@ -447,14 +450,18 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
   elif jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     raise ValueError(f"dtype {dtype} not supported; use float32 or bfloat16")
   path = resolve(name_or_dir)
-  from transformers import AutoConfig  # local: slow import, only loading needs it
   if not os.path.exists(os.path.join(path, "config.json")):
     raise ValueError(f"{path} has no config.json (a Hugging Face checkpoint directory needs one)")
-  with open(os.path.join(path, "config.json")) as f:
-    # The registry first: a model_type transformers does not know either gets the list
-    # of supported types, not AutoConfig's error.
-    registry.get(json.load(f).get("model_type"))
-  hf_config = AutoConfig.from_pretrained(path)
+  from platonic_jax.encoders import timm_format  # local: only loading needs it
+  if timm_format.is_timm_checkpoint(path):   # timm's hub format: no transformers config
+    hf_config = timm_format.read_config(path)
+  else:
+    with open(os.path.join(path, "config.json")) as f:
+      # The registry first: a model_type transformers does not know either gets the list
+      # of supported types, not AutoConfig's error.
+      registry.get(json.load(f).get("model_type"))
+    from transformers import AutoConfig  # local: slow import, only loading needs it
+    hf_config = AutoConfig.from_pretrained(path)
   arch = registry.get(hf_config.model_type)
   if devices is None:
     devices = jax.local_devices() if model_parallel == 1 else jax.devices()
@@ -463,8 +470,9 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
   # its slice; converters that take() read tensors whole, one at a time.
   params = arch.convert(convert_lib.lazy_state_dict(path), hf_config)
   image_spec = tokenizer = None
-  if arch.MODALITY == "image":
-    image_spec = preprocess.ImageSpec.from_dir(path)
+  if arch.MODALITY == "image":   # the architecture's own preprocessing, else HF's processor
+    image_spec = (arch.image_spec(path, hf_config) if hasattr(arch, "image_spec")
+                  else preprocess.ImageSpec.from_dir(path))
   else:
     from platonic_jax.encoders import tokenize
     # An architecture may set its tokenizer up its own way (registry: load_tokenizer).

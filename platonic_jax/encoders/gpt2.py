@@ -21,7 +21,7 @@ Mixed precision (``dtype=jnp.bfloat16``): matmul operands are bf16 with float32
 accumulation and float32 results (``preferred_element_type``), while the residual stream,
 layer norms, softmax and pooling stay float32 -- the same roundings as PyTorch
 ``autocast(bfloat16)``. Plain bf16-in/bf16-out dots would round the accumulator and, on
-XLA:CPU, miss the bf16 matrix instructions (AMX / AVX512-BF16; DESIGN.md, pitfalls). Kernels may be passed already
+XLA:CPU, miss the bf16 matrix instructions (AMX / AVX512-BF16; docs/design.md, pitfalls). Kernels may be passed already
 cast to bf16 (``load`` does); casting inside is then a no-op.
 """
 

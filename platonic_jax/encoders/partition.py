@@ -52,7 +52,7 @@ def model_mesh(devices: Sequence[jax.Device] | None = None, model_parallel: int 
   """A ``("data", "model")`` mesh: ``len(devices) / model_parallel`` x ``model_parallel``.
 
   Devices that are neighbours in ``devices`` (the same host, first) share a model
-  replica. Axes are ``Auto`` (``jax.make_mesh`` would make them Explicit, DESIGN.md).
+  replica. Axes are ``Auto`` (``jax.make_mesh`` would make them Explicit, docs/design.md).
   Raises ValueError for a model_parallel that is not a positive divisor of the count.
   """
   devices = jax.devices() if devices is None else list(devices)

@@ -83,6 +83,10 @@ class ImageSpec:
     with open(path) as f:
       return cls.from_dict(json.load(f))
 
+  def apply(self, item: Any, index: int = 0) -> np.ndarray:
+    """One image -> [H, W, 3] float32 (:func:`preprocess_one`)."""
+    return preprocess_one(item, self, index)
+
   def output_size(self) -> tuple[int, int] | None:
     """(H, W) of every processed image, or None when it depends on the input."""
     if self.do_center_crop and self.crop_size:
@@ -109,24 +113,32 @@ def convert_rgb(image: Image.Image) -> Image.Image:
   return image.convert("RGB")
 
 
-def to_rgb(item: Any, index: int) -> Image.Image:
-  """A PIL RGB image from a PIL image, an [H, W] / [H, W, 1|3|4] uint8 array, encoded bytes
-  or a file path. Raises ValueError naming ``index`` when it cannot be read."""
+def open_image(item: Any, index: int) -> Image.Image:
+  """A PIL image, in its own mode, from a PIL image, an [H, W] / [H, W, 1|3|4] uint8 array,
+  encoded bytes or a file path. Raises ValueError naming ``index`` when it cannot be read."""
   try:
     if isinstance(item, (str, os.PathLike)):
       with Image.open(item) as im:
         im.load()
-        image = im
-    elif isinstance(item, (bytes, bytearray, memoryview)):
+        return im
+    if isinstance(item, (bytes, bytearray, memoryview)):
       image = Image.open(io.BytesIO(bytes(item)))
       image.load()
-    elif isinstance(item, Image.Image):
-      image = item
-    elif isinstance(item, np.ndarray):
-      image = _from_array(item)
-    else:
-      raise TypeError(f"unsupported type {type(item).__name__} (expected a PIL image, a uint8 "
-                      "[H, W(, C)] array, encoded bytes or a path)")
+      return image
+    if isinstance(item, Image.Image):
+      return item
+    if isinstance(item, np.ndarray):
+      return _from_array(item)
+    raise TypeError(f"unsupported type {type(item).__name__} (expected a PIL image, a uint8 "
+                    "[H, W(, C)] array, encoded bytes or a path)")
+  except Exception as e:  # noqa: BLE001 -- re-raised with the index the user needs
+    raise ValueError(f"image {index} cannot be read: {type(e).__name__}: {e}") from e
+
+
+def to_rgb(item: Any, index: int) -> Image.Image:
+  """:func:`open_image`, then transformers' RGB rule (:func:`convert_rgb`)."""
+  image = open_image(item, index)
+  try:
     return convert_rgb(image)
   except Exception as e:  # noqa: BLE001 -- re-raised with the index the user needs
     raise ValueError(f"image {index} cannot be read: {type(e).__name__}: {e}") from e
@@ -205,9 +217,14 @@ def preprocess_one(item: Any, spec: ImageSpec, index: int = 0) -> np.ndarray:
   return x
 
 
-def preprocess(items: Sequence[Any], spec: ImageSpec, start: int = 0) -> np.ndarray:
-  """Images -> [N, H, W, 3] float32. ``start`` offsets the index named in errors."""
-  arrays = [preprocess_one(item, spec, start + i) for i, item in enumerate(items)]
+def preprocess(items: Sequence[Any], spec: Any, start: int = 0) -> np.ndarray:
+  """Images -> [N, H, W, 3] float32. ``start`` offsets the index named in errors.
+
+  ``spec``: an :class:`ImageSpec` or any image spec with the same two methods,
+  ``apply(item, index) -> [H, W, 3] float32`` and ``output_size()`` (e.g. timm's,
+  ``encoders/timm_preprocess.py``).
+  """
+  arrays = [spec.apply(item, start + i) for i, item in enumerate(items)]
   shapes = {a.shape for a in arrays}
   if len(shapes) > 1:
     raise ValueError(f"processed images differ in size {sorted(shapes)}: the preprocessor "

@@ -9,7 +9,8 @@ Contract of an architecture module (one file per architecture, one entry here):
         # image: module(pixel_values [B, H, W, 3] float32, pool: str)
         # text:  module(input_ids [B, T] int32, attention_mask [B, T] int32, pool: str)
         # -> tuple of L+1 pooled features, each [B, D_l] float32 (layer 0 = embedding /
-        #    stem output, as HF's hidden_states); ``pool`` is a static name, "" = default.
+        #    stem output, as HF's hidden_states; the ViT family returns L, one per block,
+        #    as the Platonic release takes them); ``pool`` is a static name, "" = default.
         # ``dtype`` is jnp.float32 or jnp.bfloat16 (compute dtype of the matmuls; bf16 dots
         # take preferred_element_type=jnp.float32, outputs are float32 either way).
     def convert(state_dict: Mapping[str, array-like], hf_config) -> params pytree
@@ -26,6 +27,12 @@ Contract of an architecture module (one file per architecture, one entry here):
     CPU_MICRO_BATCH: int                   # optional: on CPU meshes each device's batch
         # runs as a lax.map over micro-batches of about this size, so one micro-batch's
         # activations stay in the caches (DINOv2-B at batch 16: 3.3 -> 3.8 img/s).
+    def image_spec(directory, config) -> spec   # optional, image models: the preprocessing
+        # (``apply(item, index)``, ``output_size()``; encoders/preprocess.py) when it is not
+        # HF's preprocessor_config.json, e.g. timm's pretrained_cfg (timm_format.py).
+    PARTITION_RULES: tuple[tuple[str, tuple], ...]   # optional: parameter sharding over
+        # the mesh (encoders/partition.py): (regex fullmatched against the '/'-joined
+        # param path, one mesh axis name or None per array dim).
     def cpu_variant(module, params) -> (module, params)   # optional: when every device
         # of the mesh is a CPU, the module (and its params, converted once at load) that
         # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
@@ -54,9 +61,10 @@ from __future__ import annotations
 
 import types
 
-from platonic_jax.encoders import bloom, decoder, dinov2, gpt2, resnet
+from platonic_jax.encoders import bloom, decoder, dinov2, gpt2, resnet, timm_format, vit_hf
 
-_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2, decoder, bloom)
+_ARCHITECTURES: tuple[types.ModuleType, ...] = (resnet, gpt2, dinov2, decoder, bloom, vit_hf,
+                                                timm_format)
 
 _CONTRACT = ("MODEL_TYPES", "MODALITY", "POOLS", "build", "convert")
 
