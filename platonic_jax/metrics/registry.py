@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from platonic_jax import errors
-from platonic_jax.metrics import kernels, knn
+from platonic_jax.metrics import kernel_nulls, kernels, knn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,10 @@ class Metric:
     scores whose mean it is (numpy ``[N]``, for the query bootstrap).
   experiment_options: options the experiment adds to the configured ones (e.g. SVCCA
     caps its directions at the features' ranks instead of raising).
+  null: ``null(a, b, **options)`` -> a permutation-null model (``values(perms [K, N])
+    -> [K]``, the metric on (a, b[π]) from what a row permutation leaves intact;
+    ``metrics.nulls``). None: the neighbour metrics (their nulls relabel the lists) and
+    metrics with no cheap form (each null a full call).
   """
   name: str
   fn: Callable[..., float]
@@ -41,6 +45,7 @@ class Metric:
   neighbour_score: Callable | None = None
   per_sample: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
   experiment_options: Mapping[str, object] = dataclasses.field(default_factory=dict)
+  null: Callable | None = None
 
   @property
   def is_neighbour(self) -> bool:
@@ -70,11 +75,12 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     _neighbour("lcs_knn", knn.lcs_knn, knn.lcs_from_idx, knn.lcs_per_sample),
     _neighbour("edit_distance_knn", knn.edit_distance_knn, knn.edit_from_idx,
                knn.edit_per_sample),
-    Metric("cka", kernels.cka, ("kernel", "sigma", "tile", "mesh")),
-    Metric("unbiased_cka", kernels.unbiased_cka, ("mesh",)),
-    Metric("cknna", kernels.cknna, ("k", "tile", "mesh")),
+    Metric("cka", kernels.cka, ("kernel", "sigma", "tile", "mesh"),
+           null=kernel_nulls.cka_null),
+    Metric("unbiased_cka", kernels.unbiased_cka, ("mesh",), null=kernel_nulls.unbiased_cka_null),
+    Metric("cknna", kernels.cknna, ("k", "tile", "mesh"), null=kernel_nulls.cknna_null),
     Metric("svcca", kernels.svcca, ("cca_dim", "cap_rank", "mesh"),
-           experiment_options={"cap_rank": True}),
+           experiment_options={"cap_rank": True}, null=kernel_nulls.svcca_null),
 )}
 
 NEIGHBOUR_METRICS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.is_neighbour)
