@@ -24,7 +24,11 @@ from platonic_jax.metrics import _checks, registry, tiling
 from platonic_jax.metrics import knn
 from platonic_jax.metrics.calibration import (Calibration, calibrate, calibrate_layers,
                                               permutations)
+from platonic_jax.metrics.cca_family import linear_regression, mean_cca, pwcca, rv
 from platonic_jax.metrics.kernels import cka, cknna, svcca, unbiased_cka
+from platonic_jax.metrics.neighbourhood import knn_jaccard, rank_similarity, second_order_cosine
+from platonic_jax.metrics.rsa import rsa
+from platonic_jax.metrics.shape import procrustes, shape_metric
 from platonic_jax.metrics.knn import (
     cycle_knn, edit_distance_knn, lcs_knn, mutual_knn, nearest_neighbors)
 from platonic_jax.metrics.registry import NEIGHBOUR_METRICS, Metric
@@ -33,9 +37,11 @@ from platonic_jax.metrics.registry import NEIGHBOUR_METRICS, Metric
 METRICS: dict[str, Callable[..., float]] = {n: m.fn for n, m in registry.REGISTRY.items()}
 
 __all__ = ["METRICS", "Calibration", "Metric", "NEIGHBOUR_METRICS", "calibrate",
-           "calibrate_layers", "cka", "cknna", "cycle_knn", "edit_distance_knn", "lcs_knn",
-           "mutual_knn", "nearest_neighbors", "permutations", "prepare", "registry", "score",
-           "svcca", "tiling", "unbiased_cka"]
+           "calibrate_layers", "cka", "cknna", "cycle_knn", "edit_distance_knn", "knn_jaccard",
+           "lcs_knn", "linear_regression", "mean_cca", "mutual_knn", "nearest_neighbors",
+           "permutations", "prepare", "procrustes", "pwcca", "rank_similarity", "registry",
+           "rsa", "rv", "score", "second_order_cosine", "shape_metric", "svcca", "tiling",
+           "unbiased_cka"]
 
 
 def prepare(feats, q: float = 0.95, exact: bool = False) -> np.ndarray:

@@ -130,6 +130,10 @@ def _resolve(metric: str, kw: dict) -> registry.Metric:
   if unknown:
     raise errors.InputError(f"{metric} got unexpected arguments {sorted(unknown)}; it takes "
                             f"{list(record.options)}")
+  if kw.get("angular"):
+    raise errors.InputError(f"{metric}(angular=True) is a distance (smaller = more similar); "
+                            "the permutation test is one-sided for similarities: calibrate "
+                            "angular=False (cos θ) instead")
   return record
 
 
@@ -163,7 +167,8 @@ def null_model(record: registry.Metric, a, b, kw: dict):
 
 
 def calibrate(a, b, metric: str, *, K: int = 200, alpha: float = 0.05,  # noqa: N803
-              smax: float | None = 1.0, seed: int = 0, perms=None, **kw) -> Calibration:
+              smax: float | None = 1.0, seed: int = 0, perms=None, options=None,
+              **kw) -> Calibration:
   """Algorithm 1: the metric of (a, b) calibrated against K row permutations of b.
 
   a: [N, Da], b: [N, Db]; metric: a name of ``metrics.METRICS``; ``**kw`` go to it (k,
@@ -173,6 +178,7 @@ def calibrate(a, b, metric: str, *, K: int = 200, alpha: float = 0.05,  # noqa: 
   perm_fn=<the same rows>)`` (tested to 1e-6 in score, τ and p).
   """
   _check_params(K, alpha, smax)
+  kw = {**(options or {}), **kw}
   record = _resolve(metric, kw)
   a, b = _checks.pair(a, b)
   perms = _perms(perms, K, a.shape[0], seed)
@@ -212,7 +218,7 @@ def _aggregate(agg) -> Callable[[np.ndarray], float]:
 
 def calibrate_layers(a_layers, b_layers, metric: str, *, agg="max", K: int = 200,  # noqa: N803
                      alpha: float = 0.05, smax: float | None = 1.0, seed: int = 0,
-                     perms=None, **kw) -> Calibration:
+                     perms=None, options=None, **kw) -> Calibration:
   """Algorithm 2: the aggregate over every layer pair, calibrated with the *same*
   permutation of the rows of every layer of b.
 
@@ -221,8 +227,10 @@ def calibrate_layers(a_layers, b_layers, metric: str, *, agg="max", K: int = 200
   the float32 [La, Lb] matrix) of S and of each null's S_k is calibrated as in
   ``calibrate``. Returns the record with ``values`` = S and, for "max", ``pair`` = the
   best (i, j). Equals ``calibrated_similarity.calibrate_layers`` given the same perms.
+  ``options``: as in ``calibrate``.
   """
   _check_params(K, alpha, smax)
+  kw = {**(options or {}), **kw}
   record = _resolve(metric, kw)
   fold = _aggregate(agg)
   la, lb = _layer_list(a_layers, "a_layers"), _layer_list(b_layers, "b_layers")

@@ -38,8 +38,8 @@ def cka_null(a, b, kernel: str = "linear", sigma: float = 1.0, *,
   gaa, gbb, _ = kernels._row_stats(a, b, "center", mesh)
   sq = lambda g: float(jnp.sum(jnp.square(g)))
   den = _checks.positive_denominator(sq(gaa), sq(gbb), "cka")
-  model = nulls.BilinearNull(centred(a), centred(b), mesh=mesh)
-  return nulls.Finished(model, lambda fro2, dots: fro2 / den)
+  return nulls.BilinearNull(centred(a), centred(b), finish=lambda fro2, dots: fro2 / den,
+                            mesh=mesh)
 
 
 def unbiased_cka_null(a, b, *, mesh=None):
@@ -54,10 +54,10 @@ def unbiased_cka_null(a, b, *, mesh=None):
   # Per row: q_i = |a_i|^2 (diag K) and (K̃1)_i = a_i.(Aᵀ1) - q_i, the same for b.
   q, r = np.sum(ac * ac, 1), np.sum(bc * bc, 1)
   ka, kb = ac @ ac.sum(0) - q, bc @ bc.sum(0) - r
-  model = nulls.BilinearNull(ac, bc, np.stack([q, ka]), np.stack([r, kb]), mesh=mesh)
   # tr(K̃ L̃') = |Aᵀ P B|² - Σ q_i r_{π_i};  1ᵀK̃L̃'1 = Σ (K̃1)_i (L̃1)_{π_i}; 1ᵀL̃1 unchanged.
-  return nulls.Finished(model, lambda fro2, dots: kernels._hsic_u(
-      fro2 - dots[:, 0], sk, sl, dots[:, 1], n) / den)
+  finish = lambda fro2, dots: kernels._hsic_u(fro2 - dots[:, 0], sk, sl, dots[:, 1], n) / den
+  return nulls.BilinearNull(ac, bc, np.stack([q, ka]), np.stack([r, kb]), finish=finish,
+                            mesh=mesh)
 
 
 def _cknna_batch(perms, ia, va, ib, vb, *, batch):
@@ -104,10 +104,9 @@ def svcca_null(a, b, cca_dim: int = 10, *, cap_rank: bool = False, mesh=None):
   # U = Z P: [N, D] x [D, c] -> [N, c], the orthonormal top-c directions of each side.
   ua = zscored(a) @ pa.astype(np.float32)
   ub = zscored(b) @ pb.astype(np.float32)
-  model = nulls.BilinearNull(ua, ub, keep_gram=True, mesh=mesh)
 
   def finish(grams, dots):
     rho = np.linalg.svd(grams, compute_uv=False)  # [K, c]
     return np.mean(np.clip(rho, 0.0, 1.0), axis=1)
 
-  return nulls.Finished(model, finish)
+  return nulls.BilinearNull(ua, ub, keep_gram=True, finish=finish, mesh=mesh)

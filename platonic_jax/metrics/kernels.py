@@ -130,6 +130,13 @@ def _row_stats(a, b, mode, mesh):
   return _rows_program(mesh, mode, chunk)(a_pad, b_pad, np.float32(n))
 
 
+def centred_grams(a, b, mesh=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(A_cᵀA_c, B_cᵀB_c, A_cᵀB_c) of the column-centred features, float64 numpy
+  [Da, Da], [Db, Db], [Da, Db]: the row-sharded fp32 sums of ``cka``. What every
+  feature-space measure (Procrustes, shape metrics, CCA, regression, RV) starts from."""
+  return tuple(np.asarray(g, np.float64) for g in _row_stats(a, b, "center", mesh))
+
+
 def _hsic_u(tr, sum_k, sum_l, cross, n):
   """Song et al. (2012) eq. 5 from its four sums, in float64."""
   n = float(n)

@@ -155,13 +155,14 @@ class BilinearNull:
 
   left [N, p], right [N, q]: the metric's transformed features (centred, z-scored,
   whitened: transforms that commute with a row permutation); us, vs [m, N]: per-row
-  quantities of a and b whose permuted inner products the metric needs. ``values(perms)``
-  returns, per null, ``‖Lᵀ P R‖²_F`` (``keep_gram=False``) or ``Lᵀ P R`` itself [p, q]
-  (``keep_gram=True``, for metrics that take its singular values), and the [m] dots, in
-  float64. Cost per null: 2 N p q flops and O(m N).
+  quantities of a and b whose permuted inner products the metric needs. Per null the
+  program forms ``‖Lᵀ P R‖²_F`` (``keep_gram=False``) or ``Lᵀ P R`` itself [p, q]
+  (``keep_gram=True``, for metrics that take its singular values) and the [m] dots;
+  ``finish(stat [K'] or [K', p, q], dots [K', m])`` (float64 numpy) turns a chunk of
+  them into metric values. Cost per null: 2 N p q flops and O(m N).
   """
 
-  def __init__(self, left, right, us=None, vs=None, *, keep_gram=False, mesh=None):
+  def __init__(self, left, right, us=None, vs=None, *, finish, keep_gram=False, mesh=None):
     n = left.shape[0]
     us = np.zeros((0, n), np.float32) if us is None else np.asarray(us, np.float32)
     vs = np.zeros((0, n), np.float32) if vs is None else np.asarray(vs, np.float32)
@@ -170,20 +171,20 @@ class BilinearNull:
     self._fn = batch_program(_bilinear_batch, keep_gram=keep_gram)
     self._batch = bilinear_batch(n, right.shape[1])
     self._mesh = mesh
-
-  def values(self, perms: np.ndarray):
-    stat, dots = map_nulls(self._fn, perms, self._consts, batch=self._batch, mesh=self._mesh)
-    return np.asarray(stat, np.float64), np.asarray(dots, np.float64)
-
-
-class Finished:
-  """A null model whose raw statistics ``finish`` turns into metric values [K]."""
-
-  def __init__(self, model, finish):
-    self._model, self._finish = model, finish
+    self._finish = finish
+    # Gram matrices come back to the host in chunks of nulls of ~BYTES_IN_FLIGHT.
+    gram_bytes = 4 * left.shape[1] * right.shape[1] if keep_gram else 8
+    self._chunk = max(1, BYTES_IN_FLIGHT // gram_bytes)
 
   def values(self, perms: np.ndarray) -> np.ndarray:
-    return np.asarray(self._finish(*self._model.values(perms)), np.float64)
+    """[K] float64 null values for perms [K, N]."""
+    out = []
+    for i in range(0, len(perms), self._chunk):
+      stat, dots = map_nulls(self._fn, perms[i:i + self._chunk], self._consts,
+                             batch=self._batch, mesh=self._mesh)
+      out.append(np.asarray(self._finish(np.asarray(stat, np.float64),
+                                         np.asarray(dots, np.float64)), np.float64))
+    return np.concatenate(out)
 
 
 class BruteNull:

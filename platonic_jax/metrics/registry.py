@@ -20,7 +20,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from platonic_jax import errors
-from platonic_jax.metrics import kernel_nulls, kernels, knn
+from platonic_jax.metrics import (cca_family, kernel_nulls, kernels, knn, neighbourhood, rsa,
+                                  shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,23 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("cknna", kernels.cknna, ("k", "tile", "mesh"), null=kernel_nulls.cknna_null),
     Metric("svcca", kernels.svcca, ("cca_dim", "cap_rank", "mesh"),
            experiment_options={"cap_rank": True}, null=kernel_nulls.svcca_null),
+    # The measures of netrep, ReSi and rsatoolbox (issue 16).
+    Metric("procrustes", shape.procrustes, ("angular", "mesh"), null=shape.procrustes_null),
+    Metric("shape_metric", shape.shape_metric, ("alpha", "angular", "mesh"),
+           null=shape.shape_null),
+    Metric("rsa", rsa.rsa, ("rdm", "compare", "max_pairs", "pair_seed", "mesh"),
+           null=rsa.rsa_null),
+    Metric("pwcca", cca_family.pwcca, ("mesh",), null=cca_family.pwcca_null),
+    Metric("mean_cca", cca_family.mean_cca, ("mesh",), null=cca_family.mean_cca_null),
+    Metric("rv", cca_family.rv, ("adjusted", "mesh"), null=cca_family.rv_null),
+    Metric("linear_regression", cca_family.linear_regression, ("mesh",),
+           null=cca_family.linear_regression_null),
+    _neighbour("knn_jaccard", neighbourhood.knn_jaccard, neighbourhood.jaccard_from_idx,
+               neighbourhood.jaccard_per_sample),
+    _neighbour("rank_similarity", neighbourhood.rank_similarity, neighbourhood.rank_from_idx,
+               neighbourhood.rank_per_sample),
+    Metric("second_order_cosine", neighbourhood.second_order_cosine, ("k", "tile", "mesh"),
+           null=neighbourhood.second_order_cosine_null),
 )}
 
 NEIGHBOUR_METRICS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.is_neighbour)
