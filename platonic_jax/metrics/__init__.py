@@ -27,7 +27,7 @@ from platonic_jax.metrics.calibration import (Calibration, calibrate, calibrate_
 from platonic_jax.metrics.cca_family import linear_regression, mean_cca, pwcca, rv
 from platonic_jax.metrics.kernels import cka, cknna, svcca, unbiased_cka
 from platonic_jax.metrics.neighbourhood import knn_jaccard, rank_similarity, second_order_cosine
-from platonic_jax.metrics.rsa import rsa
+from platonic_jax.metrics.rdms import rsa
 from platonic_jax.metrics.shape import procrustes, shape_metric
 from platonic_jax.metrics.knn import (
     cycle_knn, edit_distance_knn, lcs_knn, mutual_knn, nearest_neighbors)

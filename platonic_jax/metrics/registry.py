@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from platonic_jax import errors
-from platonic_jax.metrics import (cca_family, kernel_nulls, kernels, knn, neighbourhood, rsa,
+from platonic_jax.metrics import (cca_family, kernel_nulls, kernels, knn, neighbourhood, rdms,
                                   shape)
 
 
@@ -86,8 +86,8 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("procrustes", shape.procrustes, ("angular", "mesh"), null=shape.procrustes_null),
     Metric("shape_metric", shape.shape_metric, ("alpha", "angular", "mesh"),
            null=shape.shape_null),
-    Metric("rsa", rsa.rsa, ("rdm", "compare", "max_pairs", "pair_seed", "mesh"),
-           null=rsa.rsa_null),
+    Metric("rsa", rdms.rsa, ("rdm", "compare", "max_pairs", "pair_seed", "mesh"),
+           null=rdms.rsa_null),
     Metric("pwcca", cca_family.pwcca, ("mesh",), null=cca_family.pwcca_null),
     Metric("mean_cca", cca_family.mean_cca, ("mesh",), null=cca_family.mean_cca_null),
     Metric("rv", cca_family.rv, ("adjusted", "mesh"), null=cca_family.rv_null),
