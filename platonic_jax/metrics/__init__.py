@@ -28,6 +28,7 @@ from platonic_jax.metrics.cca_family import linear_regression, mean_cca, pwcca, 
 from platonic_jax.metrics.kernels import cka, cknna, svcca, unbiased_cka
 from platonic_jax.metrics.neighbourhood import knn_jaccard, rank_similarity, second_order_cosine
 from platonic_jax.metrics.rdms import rsa
+from platonic_jax.metrics.scale import scale_curve
 from platonic_jax.metrics.shape import procrustes, shape_metric
 from platonic_jax.metrics.knn import (
     cycle_knn, edit_distance_knn, lcs_knn, mutual_knn, nearest_neighbors)
@@ -40,7 +41,7 @@ __all__ = ["METRICS", "Calibration", "Metric", "NEIGHBOUR_METRICS", "calibrate",
            "calibrate_layers", "cka", "cknna", "cycle_knn", "edit_distance_knn", "knn_jaccard",
            "lcs_knn", "linear_regression", "mean_cca", "mutual_knn", "nearest_neighbors",
            "permutations", "prepare", "procrustes", "pwcca", "rank_similarity", "registry",
-           "rsa", "rv", "score", "second_order_cosine", "shape_metric", "svcca", "tiling",
+           "rsa", "rv", "scale_curve", "score", "second_order_cosine", "shape_metric", "svcca", "tiling",
            "unbiased_cka"]
 
 
