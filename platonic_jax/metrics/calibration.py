@@ -159,7 +159,8 @@ def null_model(record: registry.Metric, a, b, kw: dict):
   """The cheapest null model of ``record`` for (a, b): ``values(perms) -> [K]``."""
   if record.is_neighbour:
     return nulls.NeighbourNull(record.neighbour_score, _neighbour_lists(a, kw),
-                               _neighbour_lists(b, kw), mesh=kw.get("mesh"))
+                               _neighbour_lists(b, kw), mesh=kw.get("mesh"),
+                               direct=record.neighbour_null)
   if record.null is not None:
     return record.null(a, b, **kw)
   a, b = _checks.pair(a, b)
@@ -248,7 +249,8 @@ def calibrate_layers(a_layers, b_layers, metric: str, *, agg="max", K: int = 200
     for i, j in np.ndindex(*values.shape):
       values[i, j] = float(record.neighbour_score(ia[i], ib[j]))
       null_s[:, i, j] = nulls.NeighbourNull(record.neighbour_score, ia[i], ib[j],
-                                            mesh=kw.get("mesh")).values(perms)
+                                            mesh=kw.get("mesh"),
+                                            direct=record.neighbour_null).values(perms)
   else:
     for i, j in np.ndindex(*values.shape):  # one pair's model at a time: bounded memory
       values[i, j] = float(record.fn(la[i], lb[j], **kw))

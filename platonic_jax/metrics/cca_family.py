@@ -23,7 +23,7 @@ RANK_RTOL = 1e-5  # singular values below this fraction of the largest: fp32 rou
 
 def whitening(gram: np.ndarray) -> np.ndarray:
   """W [D, r]: Q = X_c W has orthonormal columns spanning X_c's numerical column space."""
-  lam, v = np.linalg.eigh(gram)
+  lam, v = kernels.host_eigh(gram)
   keep = lam > (RANK_RTOL ** 2) * max(lam[-1], 0.0)
   return v[:, keep] / np.sqrt(lam[keep])[None, :]
 
@@ -50,12 +50,12 @@ def mean_cca(a, b, *, mesh=None) -> float:
   invertible linear map and translation of either side (Raghu et al. 2017's "mean CCA",
   SVCCA without the SVD truncation)."""
   *_, m = _cca(a, b, "mean_cca", mesh)
-  return float(np.mean(np.clip(np.linalg.svd(m, compute_uv=False), 0.0, 1.0)))
+  return float(np.mean(np.clip(kernels.host_svd(m, compute_uv=False), 0.0, 1.0)))
 
 
 def _pwcca(m: np.ndarray, t: np.ndarray) -> float:
   """Σ α_i ρ_i / Σ α_i from M = Q_aᵀQ_b = U diag(ρ) Vᵀ and T = Q_aᵀ A_c [ra, Da]."""
-  u, rho, _ = np.linalg.svd(m, full_matrices=False)  # u [ra, c]
+  u, rho, _ = kernels.host_svd(m, full_matrices=False)  # u [ra, c]
   # h_i = Q_a u_i, orthonormal by construction; α_i = Σ_j |<h_i, a_j>| = Σ_j |(uᵀ T)_ij|.
   alpha = np.abs(u.T @ t).sum(1)
   return float(np.sum(alpha * np.clip(rho, 0.0, 1.0)) / np.sum(alpha))
@@ -141,11 +141,14 @@ def _cca_null(a, b, metric, finish, mesh):
 
 def mean_cca_null(a, b, *, mesh=None):
   return _cca_null(a, b, "mean_cca", lambda g, t: np.mean(
-      np.clip(np.linalg.svd(g, compute_uv=False), 0.0, 1.0), axis=1), mesh)
+      np.clip(kernels.host_svd(g, compute_uv=False), 0.0, 1.0), axis=1), mesh)
 
 
 def pwcca_null(a, b, *, mesh=None):
-  return _cca_null(a, b, "pwcca", lambda g, t: np.array([_pwcca(m, t) for m in g]), mesh)
+  def finish(grams, t):
+    with kernels._one_blas_thread():
+      return np.array([_pwcca(m, t) for m in grams])
+  return _cca_null(a, b, "pwcca", finish, mesh)
 
 
 def linear_regression_null(a, b, *, mesh=None):

@@ -106,7 +106,7 @@ def svcca_null(a, b, cca_dim: int = 10, *, cap_rank: bool = False, mesh=None):
   ub = zscored(b) @ pb.astype(np.float32)
 
   def finish(grams, dots):
-    rho = np.linalg.svd(grams, compute_uv=False)  # [K, c]
+    rho = kernels.host_svd(grams, compute_uv=False)  # [K, c]
     return np.mean(np.clip(rho, 0.0, 1.0), axis=1)
 
   return nulls.BilinearNull(ua, ub, keep_gram=True, finish=finish, mesh=mesh)

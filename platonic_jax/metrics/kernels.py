@@ -418,6 +418,18 @@ def _one_blas_thread():
   return threadpool_limits(1)
 
 
+def host_svd(m, **kw):
+  """np.linalg.svd with one BLAS thread (see ``_one_blas_thread``); m may be batched."""
+  with _one_blas_thread():
+    return np.linalg.svd(m, **kw)
+
+
+def host_eigh(g):
+  """np.linalg.eigh with one BLAS thread."""
+  with _one_blas_thread():
+    return np.linalg.eigh(g)
+
+
 def svcca(a, b, cca_dim: int = 10, *, cap_rank: bool = False, mesh=None) -> float:
   """SVCCA (Raghu et al. 2017): mean canonical correlation of the top singular subspaces.
 

@@ -48,6 +48,12 @@ def rank_per_row(idx_a, idx_b):
   return jnp.where(m > 0, score / harmonic[m], 0.0)
 
 
+def jaccard_null(idx_a, idx_b, perm):
+  """knn_jaccard of (a, b[perm]) from the lists of a and b (the permutation null)."""
+  c = knn.permuted_common_counts(idx_a, idx_b, perm).astype(jnp.float32)
+  return jnp.mean(c / (2 * idx_a.shape[1] - c))
+
+
 @jax.jit
 def jaccard_from_idx(idx_a, idx_b):
   return jnp.mean(jaccard_per_row(idx_a, idx_b))

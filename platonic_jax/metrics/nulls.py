@@ -91,7 +91,9 @@ def map_nulls(per_batch: Callable, perms: np.ndarray, consts: Sequence, *, batch
 NEIGHBOUR_BATCH = 8  # nulls per step: [8, N, k] lists in flight
 
 
-def _neighbour_batch(perms, idx_a, idx_b, *, score):
+def _neighbour_batch(perms, idx_a, idx_b, *, score, direct):
+  if direct is not None:
+    return jax.vmap(lambda p: direct(idx_a, idx_b, p))(perms)
   return jax.vmap(lambda p: score(idx_a, relabel(idx_b, p)))(perms)
 
 
@@ -107,13 +109,15 @@ class NeighbourNull:
 
   score: jax ``score(idx_a [N, k], idx_b [N, k]) -> scalar`` (the registry's
   ``neighbour_score``). A null is the relabelled lists' score: O(N k) gather plus the
-  score's own O(N k) (mutual, Jaccard) or O(N k²) (cycle, LCS, edit, rank) work. Equal to
-  recomputing the metric on b[π] whenever no two neighbours of a sample tie (a tie is
-  broken toward the lower index, and a permutation renames indices).
+  score's own O(N k) (mutual, Jaccard) or O(N k²) (cycle, LCS, edit, rank) work; or
+  ``direct(idx_a, idx_b, perm)`` where a metric computes it without relabelling
+  (mutual k-NN and Jaccard: O(N k²) equalities, no sort). Equal to recomputing the
+  metric on b[π] whenever no two neighbours of a sample tie (a tie is broken toward the
+  lower index, and a permutation renames indices).
   """
 
-  def __init__(self, score, idx_a, idx_b, mesh=None):
-    self._fn = batch_program(_neighbour_batch, score=score)
+  def __init__(self, score, idx_a, idx_b, mesh=None, direct=None):
+    self._fn = batch_program(_neighbour_batch, score=score, direct=direct)
     self._consts = (jnp.asarray(idx_a), jnp.asarray(idx_b))
     self._mesh = mesh
 

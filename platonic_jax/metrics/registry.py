@@ -39,6 +39,8 @@ class Metric:
     -> [K]``, the metric on (a, b[π]) from what a row permutation leaves intact;
     ``metrics.nulls``). None: the neighbour metrics (their nulls relabel the lists) and
     metrics with no cheap form (each null a full call).
+  neighbour_null: neighbour metrics: ``(idx_a, idx_b, perm) -> `` the value for b[perm]
+    without relabelling b's lists (default: ``neighbour_score`` of the relabelled lists).
   """
   name: str
   fn: Callable[..., float]
@@ -47,6 +49,7 @@ class Metric:
   per_sample: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
   experiment_options: Mapping[str, object] = dataclasses.field(default_factory=dict)
   null: Callable | None = None
+  neighbour_null: Callable | None = None
 
   @property
   def is_neighbour(self) -> bool:
@@ -66,12 +69,14 @@ class Metric:
 _KNN = ("k", "tile", "precision", "mesh")
 
 
-def _neighbour(name: str, fn, combine, per_sample) -> Metric:
-  return Metric(name, fn, _KNN, neighbour_score=combine, per_sample=per_sample)
+def _neighbour(name: str, fn, combine, per_sample, null=None) -> Metric:
+  return Metric(name, fn, _KNN, neighbour_score=combine, per_sample=per_sample,
+                neighbour_null=null)
 
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in (
-    _neighbour("mutual_knn", knn.mutual_knn, knn.mutual_from_idx, knn.mutual_per_sample),
+    _neighbour("mutual_knn", knn.mutual_knn, knn.mutual_from_idx, knn.mutual_per_sample,
+               knn.mutual_null),
     _neighbour("cycle_knn", knn.cycle_knn, knn.cycle_from_idx, knn.cycle_per_sample),
     _neighbour("lcs_knn", knn.lcs_knn, knn.lcs_from_idx, knn.lcs_per_sample),
     _neighbour("edit_distance_knn", knn.edit_distance_knn, knn.edit_from_idx,
@@ -94,7 +99,7 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in (
     Metric("linear_regression", cca_family.linear_regression, ("mesh",),
            null=cca_family.linear_regression_null),
     _neighbour("knn_jaccard", neighbourhood.knn_jaccard, neighbourhood.jaccard_from_idx,
-               neighbourhood.jaccard_per_sample),
+               neighbourhood.jaccard_per_sample, neighbourhood.jaccard_null),
     _neighbour("rank_similarity", neighbourhood.rank_similarity, neighbourhood.rank_from_idx,
                neighbourhood.rank_per_sample),
     Metric("second_order_cosine", neighbourhood.second_order_cosine, ("k", "tile", "mesh"),

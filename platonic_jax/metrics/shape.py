@@ -29,7 +29,7 @@ def whitener(gram: np.ndarray, alpha: float) -> np.ndarray:
   α = 0: full whitening)."""
   if alpha > 1 - EIGVAL_TOL:
     return np.eye(gram.shape[0])
-  lam, v = np.linalg.eigh(gram)
+  lam, v = kernels.host_eigh(gram)
   d = alpha + (1 - alpha) * np.maximum(lam, EIGVAL_TOL) ** -0.5
   return (v * d[None, :]) @ v.T
 
@@ -72,7 +72,7 @@ def shape_metric(a, b, alpha: float = 1.0, *, angular: bool = False, mesh=None) 
   """
   alpha = _check_alpha(alpha)
   *_, norms, cross = _parts(a, b, alpha, mesh, "shape_metric")
-  return float(_finish(np.sum(np.linalg.svd(cross, compute_uv=False)) / norms, angular))
+  return float(_finish(np.sum(kernels.host_svd(cross, compute_uv=False)) / norms, angular))
 
 
 def procrustes(a, b, *, angular: bool = False, mesh=None) -> float:
@@ -92,7 +92,7 @@ def shape_null(a, b, alpha: float = 1.0, *, angular: bool = False, mesh=None):
   right = kernel_nulls.centred(b) @ zb.astype(np.float32)
 
   def finish(grams, dots):
-    return _finish(np.linalg.svd(grams, compute_uv=False).sum(1) / norms, angular)
+    return _finish(kernels.host_svd(grams, compute_uv=False).sum(1) / norms, angular)
 
   return nulls.BilinearNull(left, right, keep_gram=True, finish=finish, mesh=mesh)
 
