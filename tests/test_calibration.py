@@ -209,3 +209,18 @@ def test_bad_inputs_name_the_problem():
     metrics.calibrate_layers([a], [b], "cka", agg="median", K=3)
   with pytest.raises(errors.InputError, match="same number of samples"):
     metrics.calibrate_layers([a], [b[:10]], "cka", K=3)
+
+
+def test_cli_calibrates_the_best_layer_pair(tmp_path, capsys):
+  import json  # noqa: PLC0415
+  from platonic_jax.metrics import __main__ as cli  # noqa: PLC0415
+  a, b = data(60, 6, 5, seed=12)
+  np.save(tmp_path / "a.npy", np.stack([a, a[:, ::-1] + 1]))
+  np.save(tmp_path / "b.npy", b)
+  assert cli.main([str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--metric=cka",
+                   "--calibrate=19", "--json"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  want = metrics.score(metrics.prepare(np.stack([a, a[:, ::-1] + 1])), metrics.prepare(b),
+                       "cka", calibrate=True, K=19)
+  assert out["p_value"] == pytest.approx(want.p_value) and out["K"] == 19
+  assert out["calibrated"] == pytest.approx(want.score) and out["layers"] == list(want.pair)

@@ -41,8 +41,8 @@ __all__ = ["METRICS", "Calibration", "Metric", "NEIGHBOUR_METRICS", "calibrate",
            "calibrate_layers", "cka", "cknna", "cycle_knn", "edit_distance_knn", "knn_jaccard",
            "lcs_knn", "linear_regression", "mean_cca", "mutual_knn", "nearest_neighbors",
            "permutations", "prepare", "procrustes", "pwcca", "rank_similarity", "registry",
-           "rsa", "rv", "scale_curve", "score", "second_order_cosine", "shape_metric", "svcca", "tiling",
-           "unbiased_cka"]
+           "rsa", "rv", "scale_curve", "score", "second_order_cosine", "shape_metric", "svcca",
+           "tiling", "unbiased_cka"]
 
 
 def prepare(feats, q: float = 0.95, exact: bool = False) -> np.ndarray:

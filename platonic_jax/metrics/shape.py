@@ -65,7 +65,8 @@ def shape_metric(a, b, alpha: float = 1.0, *, angular: bool = False, mesh=None) 
   θ = arccos of it in [0, π/2] with ``angular=True`` (= ``netrep.metrics.LinearMetric(
   alpha, center_columns=True, zero_pad=True).fit(a, b).score(a, b)``). a: [N, Da],
   b: [N, Db]. α = 1: rotations only (``procrustes``); α = 0: any invertible linear map
-  (then cos θ = Σ ρ_i / sqrt(rank a · rank b), ρ the canonical correlations). Invariant to translations and rotations of either side, and to isotropic
+  (then cos θ = Σ ρ_i / sqrt(rank a · rank b), ρ the canonical correlations).
+  Invariant to translations and rotations of either side, and to isotropic
   scaling; α < 1 adds partial invariance to invertible linear maps (netrep's whitener
   mixes α with λ^(-1/2) of the unnormalised Gram, so for 0 < α < 1 the value also
   depends on the features' overall scale, as in netrep).
