@@ -224,3 +224,12 @@ def test_cli_calibrates_the_best_layer_pair(tmp_path, capsys):
                        "cka", calibrate=True, K=19)
   assert out["p_value"] == pytest.approx(want.p_value) and out["K"] == 19
   assert out["calibrated"] == pytest.approx(want.score) and out["layers"] == list(want.pair)
+
+
+def test_the_tile_never_changes_a_calibration():
+  a, b = data(70, 6, 6, seed=13)
+  for metric in ("mutual_knn", "cknna"):
+    small = metrics.calibrate(a, b, metric, K=9, k=5, tile=16)
+    big = metrics.calibrate(a, b, metric, K=9, k=5, tile=1000)
+    np.testing.assert_array_equal(small.null, big.null)
+    assert (small.score, small.p_value, small.tau) == (big.score, big.p_value, big.tau)

@@ -25,8 +25,11 @@ NEW = ("procrustes", "shape_metric", "rsa", "pwcca", "mean_cca", "rv", "linear_r
        "knn_jaccard", "rank_similarity", "second_order_cosine")
 NEW_FEATURE_SPACE = ("procrustes", "shape_metric", "rsa", "pwcca", "mean_cca", "rv",
                      "linear_regression")
-REFERENCE_MAX = {"procrustes": 64000, "shape_metric": 64000, "rv": 16000, "pwcca": 64000,
-                 "mean_cca": 64000, "linear_regression": 64000, "rsa": 16000,
+# Largest N each reference runs at: the N x N ones (rv's kernels, pdist, ReSi's distance
+# matrices) by memory; the float64 QR / subspace angles of the CCA family take minutes
+# at 16k (over 10 at 64k on 2 cores).
+REFERENCE_MAX = {"procrustes": 64000, "shape_metric": 64000, "rv": 16000, "pwcca": 16000,
+                 "mean_cca": 16000, "linear_regression": 64000, "rsa": 16000,
                  "knn_jaccard": 16000, "rank_similarity": 16000, "second_order_cosine": 8000}
 
 
