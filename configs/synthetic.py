@@ -35,7 +35,7 @@ def get_config(arg=None):
     c.eval.bootstrap = 200
   if "audio" in options:
     s.dims.audio = 40 if tiny else 384
-    c.modalities.audio = dict(encoder="", layer=-1, pool="")
+    c.modalities.audio = default.modality()
     c.loss.pairs = "anchor"
     c.loss.anchor = "image"
   c.lock()
