@@ -151,6 +151,7 @@ def fit_asif(params: asif.AsifParams, train) -> asif.AsifSpace:
   return space
 
 
+CLOSED_FORM = ("procrustes", "cca", "perfect_alignment")  # fitted maps of a shared dim d
 JOINT_SPACES = ("asif",)  # spaces with ``joint``: too many dimensions for [d, d] statistics
 
 BASELINES: dict[str, Callable[[BaselineParams, object], FittedSpace]] = {
