@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from platonic_jax import asif, maps
+from platonic_jax import maps
 from platonic_jax.evaluation.records import (AsifInfo, CCAInfo, PerfectAlignmentInfo,
                                              ProcrustesInfo)
 
@@ -135,8 +135,10 @@ def fit_perfect_alignment(params: BaselineParams, train) -> FittedSpace:
   return FittedSpace(params.kind, params.pair, {a: m.apply_x, b: m.apply_y}, info)
 
 
-def fit_asif(params: asif.AsifParams, train) -> asif.AsifSpace:
-  """The ASIF space over the training pairs (every caption's pair with all captions)."""
+def fit_asif(params, train):
+  """The ASIF space (``asif.AsifSpace``) of ``asif.AsifParams`` over the training pairs
+  (every caption's pair with all captions)."""
+  from platonic_jax import asif  # noqa: PLC0415 - jax: not for validation
   owner = train.caption_image
   anchors = {}
   for side in params.pair:
