@@ -41,7 +41,9 @@ GLU_CLAMP = 1e3        # SAIL clamps both branches to [-1e3, 1e3]
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   """Rows to unit length: x / max(‖x‖, eps) (as torch.nn.functional.normalize)."""
-  norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
+  # at least float32 (bf16 embeddings), float64 kept (the tests' float64 references)
+  norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32))),
+                          axis=-1, keepdims=True))
   return (x / jnp.maximum(norm, eps)).astype(x.dtype)
 
 

@@ -121,7 +121,8 @@ def test_same_image_captions_are_never_negatives(name):
   np.testing.assert_allclose(distinct, plain, rtol=1e-6)
 
 
-def test_masked_clip_gradient_matches_torch():
+@pytest.mark.parametrize("name", ["clip", "clip_one_way", "siglip"])
+def test_masked_loss_gradients_match_torch(name):
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(1)
   x, y = rng.normal(size=(12, 5)), rng.normal(size=(12, 4))
@@ -129,12 +130,14 @@ def test_masked_clip_gradient_matches_torch():
   groups = np.arange(12)
   groups[3] = 2
   w = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+  fn = losses.PAIR_LOSSES[name]
+  kw = dict(bias=-2.0) if name == "siglip" else {}
 
   def jax_loss(wx, wy):
     a, b = x @ wx, y @ wy
     a = a / jnp.linalg.norm(a, axis=1, keepdims=True)
     b = b / jnp.linalg.norm(b, axis=1, keepdims=True)
-    return losses.clip_loss(a, b, 5.0, groups=jnp.asarray(groups))
+    return fn(a, b, 5.0, groups=jnp.asarray(groups), **kw)
 
   with jax.enable_x64(True):
     val, grads = jax.value_and_grad(jax_loss, argnums=(0, 1))(*map(jnp.asarray, w))
@@ -142,10 +145,17 @@ def test_masked_clip_gradient_matches_torch():
   ta = torch.nn.functional.normalize(torch.tensor(x) @ tw[0], dim=1)
   tb = torch.nn.functional.normalize(torch.tensor(y) @ tw[1], dim=1)
   same = torch.tensor((groups[:, None] == groups[None, :]) & ~np.eye(12, dtype=bool))
-  logits = (ta @ tb.T * 5.0).masked_fill(same, float("-inf"))
+  logits = ta @ tb.T * 5.0
   labels = torch.arange(12)
-  tl = 0.5 * (torch.nn.functional.cross_entropy(logits, labels) +
-              torch.nn.functional.cross_entropy(logits.T, labels))
+  ce = lambda z: torch.nn.functional.cross_entropy(z.masked_fill(same, float("-inf")), labels)
+  if name == "clip":
+    tl = 0.5 * (ce(logits) + ce(logits.T))
+  elif name == "clip_one_way":
+    tl = ce(logits)
+  else:
+    sign = 2 * torch.eye(12, dtype=torch.float64) - 1
+    terms = torch.nn.functional.logsigmoid(sign * (logits - 2.0))
+    tl = -terms.masked_fill(same, 0.0).sum() / 12
   tl.backward()
   np.testing.assert_allclose(float(val), tl.item(), rtol=1e-10)
   for g, t in zip(grads, tw):
@@ -403,30 +413,109 @@ def test_asif_relative_representations():
 # ------------------------------------------------------------------ circular heads
 
 
-def test_cycle_heads_loss_and_post_hoc_gradients():
+def np_head(p, x):
+  """A circular head in float64 NumPy: normalize(W_2 GELU_erf(W_1 x + b_1) + b_2)."""
+  from scipy.special import erf  # noqa: PLC0415
+  h = x @ p["hidden"]["kernel"] + p["hidden"]["bias"]
+  h = 0.5 * h * (1 + erf(h / np.sqrt(2)))
+  o = h @ p["out"]["kernel"] + p["out"]["bias"]
+  return o / np.linalg.norm(o, axis=1, keepdims=True)
+
+
+def np_clip(a, b, s):
+  la = s * a @ b.T
+  one = lambda l: -np.mean(np.diag(l) - logsumexp(l, axis=1))
+  return 0.5 * (one(la) + one(la.T))
+
+
+def test_cycle_heads_loss_matches_numpy_and_torch_and_stays_post_hoc():
+  torch = pytest.importorskip("torch")
   params = cycle.CycleParams(("audio", "image", "text"), hidden=8, weight=2.0, hop_weight=0.5)
   assert params.hops == (("audio", "image"), ("image", "text"), ("text", "audio"))
   assert params.path("text") == (("text", "audio"), ("audio", "image"), ("image", "text"))
   rng = np.random.default_rng(9)
-  emb = {m: jnp.float32(_unit(rng, 10, 4)) for m in params.modalities}
+  emb = {m: _unit(rng, 10, 4) for m in params.modalities}
   heads = cycle.build(params, 4)
-  hp = heads.init(jax.random.PRNGKey(0), emb)["params"]
-  contrast = lambda q, k: losses.clip_loss(q, k, 10.0)
-  got = cycle.loss(heads, params, hp, emb, contrast)
-  run = lambda path, x: cycle.run_path(heads, hp, path, x)
-  hop = np.mean([float(contrast(run(((a, b),), emb[a]), emb[b])) for a, b in params.hops])
-  cyc = np.mean([float(jnp.mean(jnp.sum((run(params.path(m), emb[m]) - emb[m]) ** 2, 1)))
+  with jax.enable_x64(True):
+    hp = heads.init(jax.random.PRNGKey(0), {m: jnp.asarray(v) for m, v in emb.items()})["params"]
+    hp = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), hp)
+    contrast = lambda q, k: losses.clip_loss(q, k, 10.0)
+    fn = lambda hp, e: cycle.loss(heads, params, hp, e, contrast)
+    e64 = {m: jnp.asarray(v) for m, v in emb.items()}
+    got, grads = jax.value_and_grad(fn)(hp, e64)
+    g_emb = jax.grad(fn, argnums=1)(hp, e64)
+  names = {h: cycle.head_name(*h) for h in params.hops}
+  p = {h: jax.tree.map(np.asarray, hp[f"heads_{names[h]}"]) for h in params.hops}
+  run = lambda path, x: functools.reduce(lambda v, h: np_head(p[h], v), path, x)
+  hop = np.mean([np_clip(run(((a, b),), emb[a]), emb[b], 10.0) for a, b in params.hops])
+  cyc = np.mean([np.mean(np.sum((run(params.path(m), emb[m]) - emb[m]) ** 2, 1))
                  for m in params.modalities])
-  np.testing.assert_allclose(got, 0.5 * hop + 2.0 * cyc, rtol=1e-5)
+  np.testing.assert_allclose(got, 0.5 * hop + 2.0 * cyc, rtol=1e-10)
+  # gradients w.r.t. the heads vs PyTorch autograd
+  tp = {h: {k: {kk: torch.tensor(vv, requires_grad=True) for kk, vv in v.items()}
+            for k, v in p[h].items()} for h in params.hops}
+
+  def t_head(q, x):
+    hh = torch.nn.functional.gelu(x @ q["hidden"]["kernel"] + q["hidden"]["bias"])
+    return torch.nn.functional.normalize(hh @ q["out"]["kernel"] + q["out"]["bias"], dim=1)
+
+  te = {m: torch.tensor(v) for m, v in emb.items()}
+  trun = lambda path, x: functools.reduce(lambda v, h: t_head(tp[h], v), path, x)
+
+  def t_clip(a, b):
+    logits = a @ b.T * 10.0
+    labels = torch.arange(len(a))
+    return 0.5 * (torch.nn.functional.cross_entropy(logits, labels) +
+                  torch.nn.functional.cross_entropy(logits.T, labels))
+
+  tl = (0.5 * sum(t_clip(trun(((a, b),), te[a]), te[b]) for a, b in params.hops) / 3 +
+        2.0 * sum(torch.mean(torch.sum((trun(params.path(m), te[m]) - te[m]) ** 2, 1))
+                  for m in params.modalities) / 3)
+  tl.backward()
+  for h in params.hops:
+    for layer in ("hidden", "out"):
+      for k in ("kernel", "bias"):
+        np.testing.assert_allclose(grads[f"heads_{names[h]}"][layer][k],
+                                   tp[h][layer][k].grad.numpy(), rtol=1e-8, atol=1e-12)
   # post-hoc: no gradient reaches the embeddings (the adapters)
-  g = jax.grad(lambda e: cycle.loss(heads, params, hp, e, contrast))(emb)
-  assert all(float(jnp.abs(v).max()) == 0.0 for v in g.values())
+  assert all(float(jnp.abs(v).max()) == 0.0 for v in g_emb.values())
   bad = ml_collections.ConfigDict(dict(modalities=("image", "video"), hidden=0, weight=1.0,
                                        hop_weight=-1.0))
   probs = cycle.config_problems(bad, ("image", "text"))
   assert any("cycle.modalities" in p for p in probs) and any("cycle.hidden=0" in p
                                                              for p in probs)
   assert any("cycle.hop_weight=-1.0" in p for p in probs)
+
+
+def test_objective_with_circular_heads_on_eight_devices_equals_one(num_devices):
+  rng = np.random.default_rng(11)
+  n = 4 * num_devices
+  names = ("image", "text", "audio")
+  feats = {m: rng.normal(size=(n, d)).astype(np.float32) for m, d in zip(names, (6, 5, 3))}
+  lp = losses.LossParams.from_config(_loss_cfg(pairs="anchor"), names)
+  cp = cycle.CycleParams(("audio", "image", "text"), hidden=8, weight=1.0, hop_weight=1.0)
+  model = adapters.build(adapters.AdapterParams("linear", 4, bias=False), names)
+  heads = cycle.build(cp, 4)
+  params = {"adapters": model.init(jax.random.PRNGKey(0), feats)["params"],
+            "heads": heads.init(jax.random.PRNGKey(1), {m: jnp.zeros((1, 4))
+                                                        for m in names})["params"]}
+  single = objective.make_loss_fn(model, lp, heads, cp)
+  want, want_g = jax.value_and_grad(single)(params, feats, jax.random.PRNGKey(2))
+  mesh = sharding.data_mesh()
+  sharded = objective.make_loss_fn(model, lp, heads, cp, axis_name=sharding.DATA)
+
+  def per_device(params, batch):
+    params = jax.lax.pcast(params, sharding.DATA, to="varying")
+    v, g = jax.value_and_grad(sharded)(params, batch, jax.random.PRNGKey(2))
+    return jax.lax.pmean(v, sharding.DATA), jax.lax.pmean(g, sharding.DATA)
+
+  f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(sharding.DATA)),
+                            out_specs=(P(), P())))
+  got, got_g = f(params, jax.device_put(feats, sharding.batch_sharding(mesh)))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               got_g, want_g)
+  assert float(jnp.abs(got_g["heads"]["heads_audio_to_image"]["out"]["kernel"]).max()) > 0
 
 
 # ------------------------------------------------------------------ the step, all captions
