@@ -18,7 +18,10 @@ in ``step_flops`` — as a share of this machine's fp32 matmul peak measured in 
 run: the best rate of jitted fp32 GEMMs of the step's shapes ([B, 512] x [512, 512]
 chains, the [B, 512] x [512, B] logit product, a [B, B] x [B, 512] product), measured
 before and after every variant, so numbers from a noisy shared machine compare as
-ratios. Target (issue 18): each step >= 0.8 of the peak.
+ratios. Target (issue 18): each step >= 0.8 of the peak. Beside it, ``gemms_alone``:
+the same share for the step's own matmuls run one by one at their best (each shape's
+fastest of ``--steps`` runs), the ceiling the step could reach if everything else —
+softmaxes, normalisation, the optimizer — were free.
 """
 
 from __future__ import annotations
@@ -97,6 +100,35 @@ def matmul_rate(b: int, steps: int = 5) -> float:
              2 * b * b * DE / _time(lambda: back(sq, x), steps))
 
 
+def _gemms(b: int, variant: str, levels: int):
+  """The step's matmuls as (name, jitted fn, operands, FLOP): ``step_flops``' terms."""
+  r = np.random.default_rng(0)
+  arr = lambda *shape: jnp.asarray(r.standard_normal(shape, dtype=np.float32))
+  nt = jax.jit(lambda p, q: p @ q.T)   # [B, E] x [E, B]
+  nn = jax.jit(lambda p, q: p @ q)     # [B, B] x [B, E], [B, D] x [D, E]
+  tn = jax.jit(lambda p, q: p.T @ q)   # [B, B]^T x [B, E], [D, B] x [B, E]
+  e, sq = arr(b, DE), arr(b, b)
+  out = [("logits", nt, (e, e), 2 * b * b * DE), ("logits' grad a", nn, (sq, e), 2 * b * b * DE),
+         ("logits' grad b", tn, (sq, e), 2 * b * b * DE)]
+  for d in (DX, DY):
+    x, w = arr(b, d), arr(d, DE)
+    out += [(f"x{d} @ W", nn, (x, w), 2 * b * d * DE), (f"grad W{d}", tn, (x, e), 2 * b * d * DE)]
+    if variant == "structure":
+      out += [(f"frozen sims {d}", nt, (x, x), 2 * b * b * d),
+              ("adapted sims", nt, (e, e), 2 * b * b * DE),
+              ("their grad", nn, (sq, e), 2 * b * b * DE),
+              ("their grad'", tn, (sq, e), 2 * b * b * DE)]
+      out += [("walk level", nn, (sq, sq), 2 * b ** 3)] * (8 * (levels - 1))
+  return out
+
+
+def gemms_alone(b: int, variant: str, levels: int, steps: int) -> tuple[float, float]:
+  """(FLOP, seconds) of the step's matmuls, each at its fastest."""
+  terms = _gemms(b, variant, levels)
+  return (sum(t[3] for t in terms),
+          sum(_time(lambda f=f, a=a: f(*a), steps) for _, f, a, _ in terms))
+
+
 def bench(batch_size: int, steps: int, variant: str = "plain", levels: int = 1,
           loop: bool = False) -> dict:
   params = _params(batch_size, variant, levels)
@@ -136,11 +168,14 @@ def bench(batch_size: int, steps: int, variant: str = "plain", levels: int = 1,
   batches.close()
   rate = max(before, matmul_rate(batch_size))
   flops = step_flops(batch_size, variant, levels)
+  gemm_flops, gemm_s = gemms_alone(batch_size, variant, levels, steps)
+  assert abs(gemm_flops - flops) < 1e-6 * flops  # the same count, term by term
   out = {"variant": variant, "batch_size": batch_size, "devices": jax.device_count(),
          "structure_levels": levels if variant == "structure" else None,
          "step_pairs_per_s": batch_size / dt_step, "step_ms": 1e3 * dt_step,
          "step_gflops": flops / dt_step / 1e9, "matmul_peak_gflops": rate / 1e9,
-         "share_of_matmul_peak": flops / dt_step / rate}
+         "share_of_matmul_peak": flops / dt_step / rate,
+         "gemms_alone_share": gemm_flops / gemm_s / rate}
   if loop:
     out["loop_pairs_per_s"] = batch_size / dt_loop
   return out
@@ -166,7 +201,7 @@ def main(argv=None):
       print(f"B={b:6d} {v:13s} step {r['step_pairs_per_s']:10,.0f} pairs/s "
             f"({r['step_ms']:.1f} ms){feed}  {r['step_gflops']:.0f} GFLOP/s = "
             f"{r['share_of_matmul_peak']:.2f} of the {r['matmul_peak_gflops']:.0f} GFLOP/s fp32 "
-            "matmul peak", flush=True)
+            f"matmul peak (its matmuls alone: {r['gemms_alone_share']:.2f})", flush=True)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)
