@@ -536,6 +536,10 @@ def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], dire
     raise errors.InputError(
         f"train.batch_size={op.batch_size} must be a multiple of the {jax.device_count()} "
         "devices (each takes an equal share)")
+  if params.loss.positives == "all_captions" and groups is None:
+    raise errors.InputError("loss.positives='all_captions' trains on caption rows grouped by "
+                            "image: pass groups (each row's image) and rows (see "
+                            "experiment.training_inputs)")
   feats = check_features(features, names, op.batch_size, paired=not rows)
   rows = check_rows(feats, rows, groups, op.batch_size)
   model = adapters.build(params.adapter, names)

@@ -564,3 +564,14 @@ def test_all_caption_rows_train_the_same_on_eight_devices_as_on_one(num_devices)
   np.testing.assert_allclose(l8, l1, rtol=1e-5)
   assert l8[-1] < l8[0]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p8, p1)
+
+
+def test_all_captions_without_groups_says_what_to_pass(tmp_path):
+  from helpers import load_config  # noqa: PLC0415
+  from platonic_jax import plan, train  # noqa: PLC0415
+  c = load_config()
+  c.loss.positives = "all_captions"
+  p = train.TrainParams.from_config(c, plan.modality_order(c))
+  x = np.zeros((64, 4), np.float32)
+  with pytest.raises(errors.InputError, match="pass groups"):
+    train.train_adapters(p, {"image": x, "text": x}, str(tmp_path))
