@@ -246,12 +246,19 @@ def test_objective_on_eight_devices_equals_the_global_batch(num_devices, name, s
                                                         emb[m], 0.2, 2) for m in feats])
   np.testing.assert_allclose(want, ref, rtol=1e-4)
 
+  assert_sharded_equals(objective.make_loss_fn(model, lp, axis_name=sharding.DATA), params,
+                        batch, jax.random.PRNGKey(1), want, want_g)
+
+
+def assert_sharded_equals(sharded, params, batch, rng, want, want_g):
+  """The pmean over the data mesh of each device's share ``sharded(params, rows, rng)``
+  and of its gradients (params pcast to per-device values, as in the step) equals the
+  single-device ``want`` and ``want_g``; returns the sharded gradients."""
   mesh = sharding.data_mesh()
-  sharded = objective.make_loss_fn(model, lp, axis_name=sharding.DATA)
 
   def per_device(params, batch):
     params = jax.lax.pcast(params, sharding.DATA, to="varying")
-    v, grads = jax.value_and_grad(sharded)(params, batch, jax.random.PRNGKey(1))
+    v, grads = jax.value_and_grad(sharded)(params, batch, rng)
     return jax.lax.pmean(v, sharding.DATA), jax.lax.pmean(grads, sharding.DATA)
 
   f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(sharding.DATA)),
@@ -260,6 +267,7 @@ def test_objective_on_eight_devices_equals_the_global_batch(num_devices, name, s
   np.testing.assert_allclose(got, want, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                got_g, want_g)
+  return got_g
 
 
 def test_structure_config_is_checked():
@@ -501,20 +509,9 @@ def test_objective_with_circular_heads_on_eight_devices_equals_one(num_devices):
                                                         for m in names})["params"]}
   single = objective.make_loss_fn(model, lp, heads, cp)
   want, want_g = jax.value_and_grad(single)(params, feats, jax.random.PRNGKey(2))
-  mesh = sharding.data_mesh()
-  sharded = objective.make_loss_fn(model, lp, heads, cp, axis_name=sharding.DATA)
-
-  def per_device(params, batch):
-    params = jax.lax.pcast(params, sharding.DATA, to="varying")
-    v, g = jax.value_and_grad(sharded)(params, batch, jax.random.PRNGKey(2))
-    return jax.lax.pmean(v, sharding.DATA), jax.lax.pmean(g, sharding.DATA)
-
-  f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(sharding.DATA)),
-                            out_specs=(P(), P())))
-  got, got_g = f(params, jax.device_put(feats, sharding.batch_sharding(mesh)))
-  np.testing.assert_allclose(got, want, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               got_g, want_g)
+  got_g = assert_sharded_equals(
+      objective.make_loss_fn(model, lp, heads, cp, axis_name=sharding.DATA), params, feats,
+      jax.random.PRNGKey(2), want, want_g)
   assert float(jnp.abs(got_g["heads"]["heads_audio_to_image"]["out"]["kernel"]).max()) > 0
 
 
