@@ -20,11 +20,11 @@ timed in interleaved rounds so both see the same background load. Rows:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from typing import Callable
 
+from platonic_jax.benchmarks import common
 from platonic_jax.benchmarks.encoders_gpt2 import (_jnp_dtype, _median_rate, format_row,
                                                    make_variants, parse_timing_args,
                                                    random_tokens)
@@ -152,19 +152,20 @@ def run(sizes=("125m", "1b"), dtypes=DTYPES, batch: int = 8, seq: int = 64, roun
 
 
 def main(argv=None) -> list[tuple]:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--sizes", default="125m,1b", help=f"comma list of {', '.join(SIZES)}")
-  p.add_argument("--dtypes", default="fp32,bf16")
+  p = common.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--sizes", type=common.choices(SIZES), default=("125m", "1b"),
+                 help=f"comma list of {', '.join(SIZES)}")
+  p.add_argument("--dtypes", type=common.choices(DTYPES), default=DTYPES,
+                 help=f"comma list of {', '.join(DTYPES)}")
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seq", type=int, default=64)
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
   a = parse_timing_args(p, argv)
-  split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
   try:
-    return run(split(a.sizes), split(a.dtypes), a.batch, a.seq, a.rounds, a.threads or None)
-  except ValueError as e:   # a bad option: one line, not a traceback
-    raise SystemExit(f"error: {e}") from None
+    return run(a.sizes, a.dtypes, a.batch, a.seq, a.rounds, a.threads or None)
+  except ValueError as e:   # a value run() refuses (seq < 2): one line, not a traceback
+    p.error(str(e))
 
 
 if __name__ == "__main__":

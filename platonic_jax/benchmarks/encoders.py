@@ -28,12 +28,12 @@ share near or above 100% is out of reach for any implementation on this machine.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 import types
 
+from platonic_jax.benchmarks import common
 from platonic_jax.benchmarks.encoders_gpt2 import format_row
 
 # The ViT rows: timm architectures of the Platonic study (ViT-S/16 and ViT-B/16 AugReg,
@@ -42,27 +42,20 @@ _TIMM_MODELS = {"vit-s16": "vit_small_patch16_224.augreg_in21k",
                 "vit-b16": "vit_base_patch16_224.augreg_in21k",
                 "vit-l14": "vit_large_patch14_clip_224.laion2b"}
 MODELS = ("resnet18", "gpt2", "dinov2-s", "dinov2-b") + tuple(_TIMM_MODELS)
-
-
-def _models(arg: str) -> list[str]:
-  """--models as a list; an unknown name is a one-line error naming the allowed ones."""
-  names = [m.strip() for m in arg.split(",") if m.strip()]
-  bad = [m for m in names if m not in MODELS]
-  if bad or not names:
-    raise SystemExit(f"--models: unknown model(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-                     f"choose from {', '.join(MODELS)}")
-  return names
+DTYPES = ("fp32", "bf16")
 
 
 def _parse(argv):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--models", default=",".join(MODELS))
+  p = common.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", type=common.choices(MODELS), default=MODELS,
+                 help=f"comma list of {', '.join(MODELS)}")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--seq", type=int, default=77, help="GPT-2 tokens per sequence")
   p.add_argument("--image", type=int, default=224, help="image side in pixels")
   p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per variant")
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
-  p.add_argument("--dtypes", default="fp32,bf16")
+  p.add_argument("--dtypes", type=common.choices(DTYPES), default=DTYPES,
+                 help=f"comma list of {', '.join(DTYPES)}")
   p.add_argument("--single_thread", action="store_true",
                  help="1 torch thread and single-threaded XLA:CPU: robust to a loaded machine, "
                       "where multi-threaded torch (OpenMP barriers) degrades far more than XLA")
@@ -79,7 +72,11 @@ def _parse(argv):
   p.add_argument("--xla_flags", default=None,
                  help="extra XLA_FLAGS, set before jax starts (e.g. "
                       "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce,individual_convolution)")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  for flag in ("batch", "seq", "image"):
+    if getattr(args, flag) < 1:
+      p.error(f"argument --{flag}: must be >= 1, got {getattr(args, flag)}")
+  return args
 
 
 def _timm():
@@ -342,8 +339,7 @@ def _print_roofline(roofline: dict, peaks: dict) -> None:
 
 
 def main(argv=None):
-  args = _parse(sys.argv[1:] if argv is None else argv)
-  _models(args.models)   # before the slow imports: a typo fails at once
+  args = _parse(sys.argv[1:] if argv is None else argv)   # before the slow imports
   flags = args.xla_flags or ""
   if args.single_thread:
     flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -352,23 +348,23 @@ def main(argv=None):
     flags += f" --xla_force_host_platform_device_count={args.cpu_devices}"
   if flags.strip():
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
-  import jax
   import torch
   threads = args.threads or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
   if args.torch_device == "cuda":
     if not torch.cuda.is_available():
-      raise SystemExit(f"--torch-device=cuda, but this torch ({torch.__version__}) sees no CUDA "
-                       "device: install a CUDA build of torch on the GPU machine, or drop the flag")
+      common.option_error("--torch-device", f"cuda, but this torch ({torch.__version__}) sees "
+                          "no CUDA device: install a CUDA build of torch on the GPU machine, "
+                          "or drop the flag")
     # fp32 means fp32: cuDNN convolutions default to TF32, the encoders run HIGHEST.
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-  print(f"devices: {jax.devices()}  torch threads: {threads}  batch: {args.batch}  "
-        f"image: {args.image}px  seq: {args.seq}  XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}  "
-        f"load average: {os.getloadavg()[0]:.1f}", flush=True)
+  common.print_header(f"torch {torch.__version__} ({args.torch_device}, {threads} threads)  "
+                      f"batch: {args.batch}  image: {args.image}px  seq: {args.seq}  "
+                      f"load average: {os.getloadavg()[0]:.1f}")
   rows, roofline = [], {}
-  dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-  for name in _models(args.models):
+  dtypes = list(args.dtypes)
+  for name in args.models:
     _bench_model(name, args, dtypes, rows, roofline)
   print("\nmodel     dtype impl                         throughput         ratio")
   for r in rows:

@@ -46,6 +46,19 @@ def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def peak_device_mb() -> float | None:
+  """Peak bytes in use on the first device in MiB since the process started
+  (``memory_stats()['peak_bytes_in_use']``), or None where the backend reports none
+  (XLA:CPU: its buffers are host memory, counted in the peak RSS)."""
+  import jax
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # noqa: BLE001 - a backend without memory stats
+    return None
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2 ** 20
+
+
 def _features(n: int, seed: int):
   import numpy as np
   rng = np.random.default_rng(seed)
@@ -107,8 +120,9 @@ def _timed(fn):
   return out, best, False
 
 
-def run_one(metric: str, n: int, tile: int) -> dict:
-  """One measurement of our implementation, in this (fresh) process."""
+def run_one(metric: str, n: int, tile: int | None = None) -> dict:
+  """One measurement of our implementation, in this (fresh) process. ``tile=None``:
+  the library's default (sized from the device's memory)."""
   import numpy as np
   from platonic_jax import metrics
   a, b = _features(n, 0), _features(n, 1)
@@ -141,6 +155,7 @@ def run_one(metric: str, n: int, tile: int) -> dict:
     row["bf16_neighbour_overlap"] = float(metrics.knn.mutual_from_idx(i32, i16))
     row["bf16_exact_lists"] = float((np.asarray(i16) == np.asarray(i32)).all(1).mean())
   row["peak_rss_mb"] = _peak_rss_mb()
+  row["peak_device_mb"] = peak_device_mb()
   return row
 
 
@@ -248,14 +263,17 @@ def _targets(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--sizes", default="1000,4000,16000,64000", help="comma-separated N")
-  p.add_argument("--metrics", default=None,
+  from platonic_jax.benchmarks import common  # noqa: PLC0415
+  p = common.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--sizes", type=common.ints(2), default=(1000, 4000, 16000, 64000),
+                 help="comma-separated N")
+  p.add_argument("--metrics", type=common.choices(ALL), default=None,
                  help=f"comma-separated subset of {','.join(ALL)} (default: all below 64k, "
                  f"{','.join(LARGE)} at >= 64k)")
   p.add_argument("--tile", type=int, default=None,
-                 help="rows per block (default: the library's DEFAULT_TILE)")
+                 help="rows per block (default: the library's, sized from the device's "
+                 "memory: 1024 on CPU)")
   p.add_argument("--cpu-devices", type=int, default=1,
                  help="XLA:CPU devices in the data mesh (e.g. one per core; each holds a "
                  "copy of the features)")
@@ -264,7 +282,7 @@ def main(argv=None) -> int:
   p.add_argument("--json", default=None, help="also write the rows to this file")
   p.add_argument("--no-calibration", action="store_true",
                  help="skip the calibration and new-measure tables")
-  p.add_argument("--calibration-sizes", default="16000,64000",
+  p.add_argument("--calibration-sizes", type=common.ints(2), default=(16000, 64000),
                  help="N of the calibration nulls (16k) and the new measures (16k, 64k)")
   p.add_argument("--package-nulls", type=int, default=3,
                  help="nulls the paper's package is timed over (reported per null)")
@@ -276,10 +294,8 @@ def main(argv=None) -> int:
   p.add_argument("--ref", default=None, help=argparse.SUPPRESS)  # worker: reference
   p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-
-  if args.tile is None:
-    from platonic_jax.metrics.knn import DEFAULT_TILE
-    args.tile = DEFAULT_TILE
+  if args.tile is not None and args.tile < 1:
+    p.error(f"argument --tile: must be >= 1, got {args.tile}")
   if args.one:
     print(json.dumps(run_one(args.one, args.n, args.tile)))
     return 0
@@ -297,15 +313,12 @@ def main(argv=None) -> int:
     print(json.dumps(cal.run_measure_reference(args.measure_ref, args.n)))
     return 0
 
-  sizes = [int(s) for s in args.sizes.split(",")]
+  common.print_header()
   rows = []
-  for n in sizes:
-    chosen = (args.metrics.split(",") if args.metrics else (ALL if n < 64000 else LARGE))
-    for m in chosen:
-      if m not in ALL:
-        p.error(f"unknown metric {m!r}; choose from {ALL}")
-      r = _subprocess(["--one", m, "--n", str(n), "--tile", str(args.tile)], args.timeout,
-                      args.cpu_devices)
+  tile = [] if args.tile is None else ["--tile", str(args.tile)]
+  for n in args.sizes:
+    for m in (args.metrics or (ALL if n < 64000 else LARGE)):
+      r = _subprocess(["--one", m, "--n", str(n), *tile], args.timeout, args.cpu_devices)
       r.setdefault("metric", m)
       r.setdefault("n", n)
       ref_name = m if m in ("mutual_knn", "cka") else None  # what run_reference measures
@@ -326,7 +339,8 @@ def main(argv=None) -> int:
             r["reference_extrapolated"] = True
       rows.append(r)
       print(json.dumps(r), file=sys.stderr, flush=True)
-  print(f"D = {D}, k = {K}, tile = {args.tile}, {args.cpu_devices} XLA:CPU device(s)\n")
+  print(f"D = {D}, k = {K}, tile = {args.tile or 'default'}, {args.cpu_devices} XLA:CPU "
+        "device(s)\n")
   print(_fmt_table(rows))
   print()
   for line in _targets(rows):
@@ -343,12 +357,13 @@ def _calibration_section(args) -> list[dict]:
   """The calibration table (nulls vs one call, vs the paper's package) and the new
   measures' table; every measurement a fresh subprocess, as above."""
   from platonic_jax.benchmarks import calibration as cal  # noqa: PLC0415
-  sizes = [int(s) for s in args.calibration_sizes.split(",")]
+  sizes = args.calibration_sizes
+  tile = () if args.tile is None else ("--tile", args.tile)
   run = lambda *a: _subprocess([str(x) for x in a], args.timeout, args.cpu_devices)
   cal_rows, package = [], {}
   for metric, k in (("mutual_knn", cal.K_KNN), ("cka", cal.K_CKA)):
     n = sizes[0]
-    r = run("--cal", metric, "--n", n, "--K", k, "--tile", args.tile)
+    r = run("--cal", metric, "--n", n, "--K", k, *tile)
     r.update({"metric": r.get("metric", metric), "n": n, "K": k, "kind": "calibration"})
     cal_rows.append(r)
     if not args.no_reference:
@@ -357,7 +372,7 @@ def _calibration_section(args) -> list[dict]:
   measures = []
   for n in sizes:
     for m in MEASURES:
-      r = run("--one", m, "--n", n, "--tile", args.tile)
+      r = run("--one", m, "--n", n, *tile)
       r.update({"metric": r.get("metric", m), "n": n, "kind": "measure"})
       if not args.no_reference and "error" not in r and n <= cal.REFERENCE_MAX[m]:
         ref = run("--measure-ref", m, "--n", n)
