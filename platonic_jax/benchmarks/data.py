@@ -130,16 +130,17 @@ def _time(fn, seconds: float, min_iters: int = 3) -> float:
   return n / (time.perf_counter() - t0)
 
 
-def _encoder_rate(batch: int, seconds: float, tmp: str) -> float:
+def _encoder_rate(batch: int, seconds: float, tmp: str, tiny: bool = False) -> float:
   """Flax ResNet-18 forward images/s: microsoft/resnet-18's config with random weights,
-  saved as a HF checkpoint and loaded by ``encoders.load`` (no download)."""
+  saved as a HF checkpoint and loaded by ``encoders.load`` (no download). ``tiny``: the
+  same architecture a few channels wide (``benchmarks.device --quick``)."""
   import jax
   import transformers as T
 
   from platonic_jax import encoders
   from platonic_jax.benchmarks.encoders import _configs
   path = os.path.join(tmp, "resnet18")
-  T.ResNetModel(_configs("resnet18")).save_pretrained(path)
+  T.ResNetModel(_configs("resnet18", tiny)).save_pretrained(path)
   T.ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875).save_pretrained(path)
   enc = encoders.load(path, dtype="float32")
   # The model on already-preprocessed [B, 224, 224, 3] input (the loader's output), so

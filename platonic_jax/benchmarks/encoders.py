@@ -84,26 +84,37 @@ def _timm():
   return torchvision_standin.import_timm()[0]
 
 
-def _configs(name):
+# tiny=True: the same architectures shrunk to a few thousand parameters, for the CPU
+# smoke run of ``benchmarks.device --quick`` (28 px images: two patches of 14 a side).
+TINY_IMAGE = 28
+_TINY_TIMM = dict(depth=2, embed_dim=64, num_heads=4, img_size=TINY_IMAGE)
+
+
+def _configs(name, tiny: bool = False):
   import transformers as T
   if name in _TIMM_MODELS:   # the timm hub config of the id (its architecture, pretrained_cfg)
     from platonic_jax.encoders import timm_format
     arch = _TIMM_MODELS[name].split(".")[0]
     cfg = _timm().models.get_pretrained_cfg(_TIMM_MODELS[name]).to_dict()
-    return timm_format.config_from_dict({"architecture": arch, "pretrained_cfg": cfg})
+    return timm_format.config_from_dict({"architecture": arch, "pretrained_cfg": cfg,
+                                         "model_args": _TINY_TIMM if tiny else {}})
   if name == "resnet18":   # microsoft/resnet-18's config.json
-    return T.ResNetConfig(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
+    sizes, depths = ([8, 16, 16, 32], [1, 1, 1, 1]) if tiny else ([64, 128, 256, 512], [2, 2, 2, 2])
+    return T.ResNetConfig(embedding_size=sizes[0], hidden_sizes=sizes, depths=depths,
                           layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)
   if name == "gpt2":       # openai-community/gpt2 (124M)
-    return T.GPT2Config()
+    return T.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=512) if tiny else T.GPT2Config()
   if name in ("dinov2-s", "dinov2-b"):   # facebook/dinov2-small / -base: trained at 518 px
     d, h = (384, 6) if name == "dinov2-s" else (768, 12)
+    if tiny:
+      return T.Dinov2Config(hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                            mlp_ratio=4, image_size=TINY_IMAGE, patch_size=14)
     return T.Dinov2Config(hidden_size=d, num_attention_heads=h, num_hidden_layers=12,
                           mlp_ratio=4, image_size=518, patch_size=14)
   raise ValueError(f"unknown model {name!r}")
 
 
-def _torch_model(name, config):
+def _torch_model(name, config, tiny: bool = False):
   import torch
   import transformers as T
   if name not in _TIMM_MODELS:
@@ -127,7 +138,8 @@ def _torch_model(name, config):
       x = m.norm_pre(m._pos_embed(m.patch_embed(pixel_values)))
       return types.SimpleNamespace(pooler_output=m.blocks(x)[:, 0])
 
-  return TimmBlocks(_timm().create_model(_TIMM_MODELS[name], pretrained=False)).eval()
+  kw = _TINY_TIMM if tiny else {}
+  return TimmBlocks(_timm().create_model(_TIMM_MODELS[name], pretrained=False, **kw)).eval()
 
 
 def _round_robin(calls: dict, seconds: float, min_rounds: int = 3) -> dict:
@@ -156,8 +168,9 @@ def _bench_model(name, args, dtypes, rows, roofline):
 
   from platonic_jax.encoders import core, registry
 
-  config = _configs(name)
-  tmodel = _torch_model(name, config)
+  tiny = getattr(args, "tiny", False)   # benchmarks.device --quick
+  config = _configs(name, tiny)
+  tmodel = _torch_model(name, config, tiny)
   arch = registry.get(config.model_type)
   sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
   params = arch.convert(sd, config)

@@ -38,6 +38,7 @@ MEASURES = ("procrustes", "shape_metric", "rsa", "pwcca", "mean_cca", "rv",
 # At the largest sizes only the metrics with distinct costs (the other k-NN metrics
 # reuse mutual_knn's neighbour pass; their extra cost is O(N k^2)).
 LARGE = ("mutual_knn", "cka", "unbiased_cka", "cknna", "svcca")
+APPROX_RECALL = 0.95  # the recall target of the "mutual_knn@approx" rows
 DENSE_KNN_MAX = 16384  # the reference Gram + argsort needs ~28 N^2 bytes
 DENSE_CKA_MAX = 4096  # dense trace(K H L H) is O(N^3): ~20 min at 16k here
 
@@ -77,20 +78,26 @@ def _features(n: int, seed: int):
   return x
 
 
-def _matmul_peak_gflops() -> float:
-  """Best-of-5 fp32 throughput of a jitted [2048, 768] x [768, 2048] matmul on every
-  device of the data mesh at once (with several XLA:CPU devices each runs its own, so
-  the peak is that of the whole machine, as the metrics use it)."""
+def _matmul_peak_gflops(bf16: bool = False) -> float:
+  """Best-of-5 throughput of a jitted [r, 768] x [768, r] matmul on every device of the
+  data mesh at once (with several XLA:CPU devices each runs its own, so the peak is
+  that of the whole machine, as the metrics use it). fp32 (HIGHEST: true fp32 on GPU /
+  TPU too, as the fp32 k-NN sweep), or ``bf16`` operands with f32 results (the bf16
+  sweep). r = 2048 on CPU; 8192 on accelerators, whose k-NN blocks are that large
+  (``tiling.device_tile``) and which a 2048 matmul would leave mostly idle."""
   import jax
   import jax.numpy as jnp
   from jax.sharding import PartitionSpec as P
   from platonic_jax import sharding
   mesh = sharding.data_mesh()
   ndev = mesh.devices.size
-  x = jax.device_put(jnp.ones((ndev * 2048, D), jnp.float32),
+  r = 2048 if sharding.on_cpu(mesh) else 8192
+  dtype, prec = ((jnp.bfloat16, jax.lax.Precision.DEFAULT) if bf16
+                 else (jnp.float32, jax.lax.Precision.HIGHEST))
+  x = jax.device_put(jnp.ones((ndev * r, D), dtype),
                      jax.NamedSharding(mesh, P(sharding.DATA)))
   f = jax.jit(jax.shard_map(
-      lambda a: jnp.dot(a, a.T, precision=jax.lax.Precision.HIGHEST)[None],
+      lambda a: jnp.dot(a, a.T, precision=prec, preferred_element_type=jnp.float32)[None],
       mesh=mesh, in_specs=P(sharding.DATA), out_specs=P(sharding.DATA)))
   f(x).block_until_ready()
   best = float("inf")
@@ -98,7 +105,7 @@ def _matmul_peak_gflops() -> float:
     t0 = time.perf_counter()
     f(x).block_until_ready()
     best = min(best, time.perf_counter() - t0)
-  return ndev * 2 * 2048 * 2048 * D / best / 1e9
+  return ndev * 2 * r * r * D / best / 1e9
 
 
 def _timed(fn):
@@ -126,8 +133,8 @@ def run_one(metric: str, n: int, tile: int | None = None) -> dict:
   import numpy as np
   from platonic_jax import metrics
   a, b = _features(n, 0), _features(n, 1)
-  peak = _matmul_peak_gflops()
   name, _, variant = metric.partition("@")
+  peak = _matmul_peak_gflops(bf16=variant == "bf16")
   kw = {}
   if name in KNN or name in ("cknna", "knn_jaccard", "rank_similarity", "second_order_cosine"):
     kw = {"k": K, "tile": tile}
@@ -135,11 +142,17 @@ def run_one(metric: str, n: int, tile: int | None = None) -> dict:
     kw["precision"] = "bf16"
   if variant == "rbf":
     kw = {"kernel": "rbf", "sigma": 1.0, "tile": tile}
+  if variant == "approx":   # lax.approx_max_k's block top-k (approximate on TPU only)
+    kw["approx_recall"] = APPROX_RECALL
   value, secs, with_compile = _timed(lambda: metrics.METRICS[name](a, b, **kw))
   import jax
   row = {"metric": metric, "n": n, "devices": jax.device_count(), "value": value,
-         "seconds": secs,
-         "compile_included": with_compile, "peak_gflops": peak}
+         "seconds": secs, "compile_included": with_compile, "peak_gflops": peak,
+         "peak_dtype": "bf16" if variant == "bf16" else "fp32",
+         "tile": None}
+  if name in KNN or name == "cknna" or variant == "rbf":   # the tile the sweep really used
+    row["tile"] = metrics.tiling.effective_tile(n, metrics.tiling.resolve_tile(
+        tile, n, D, K, itemsize=2 if variant == "bf16" else 4))
   # Gram work actually done (multiply-adds x 2): the k-NN pass visits the upper triangle
   # of both N x N Gram matrices; RBF the same; linear kernels three D x D Grams.
   if name in KNN or name == "cknna" or variant == "rbf":
@@ -154,6 +167,11 @@ def run_one(metric: str, n: int, tile: int | None = None) -> dict:
     _, i32 = metrics.nearest_neighbors(a, K, tile=tile)
     row["bf16_neighbour_overlap"] = float(metrics.knn.mutual_from_idx(i32, i16))
     row["bf16_exact_lists"] = float((np.asarray(i16) == np.asarray(i32)).all(1).mean())
+  if variant == "approx":   # the recall: the share of the exact neighbours it found (on a)
+    _, iap = metrics.nearest_neighbors(a, K, tile=tile, approx_recall=APPROX_RECALL)
+    _, iex = metrics.nearest_neighbors(a, K, tile=tile)
+    row["approx_recall_target"] = APPROX_RECALL
+    row["approx_recall_measured"] = float(metrics.knn.mutual_from_idx(iex, iap))
   row["peak_rss_mb"] = _peak_rss_mb()
   row["peak_device_mb"] = peak_device_mb()
   return row
