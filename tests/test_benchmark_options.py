@@ -16,7 +16,7 @@ CASES = [  # (benchmark module, argv, what the one line must say)
     ("encoders", ["--dtypes=float32"], "argument --dtypes: 'float32' is not one of fp32, bf16"),
     ("encoders", ["--models=resnet18,vit-xl"],
      "'vit-xl' is not one of resnet18, gpt2, dinov2-s, dinov2-b, vit-s16, vit-b16, vit-l14"),
-    ("encoders", ["--torch-device=tpu"], "invalid choice: 'tpu' (choose from cpu, cuda)"),
+    ("encoders", ["--torch-device=tpu"], "invalid choice: 'tpu'"),
     ("encoders", ["--batch=0"], "argument --batch: must be >= 1"),
     ("encoders_gpt2", ["--dtypes=fp16,bf16"], "'fp16' is not one of fp32, bf16"),
     ("decoders", ["--sizes=7b"], "'7b' is not one of 125m, 1b, tiny"),
@@ -28,6 +28,9 @@ CASES = [  # (benchmark module, argv, what the one line must say)
     ("train", ["--batch_sizes=0"], "give integers >= 1"),
     ("data", ["--size=500"], "argument --size: give WxH, e.g. 500x375"),
     ("vit_full_size", ["--models=vit_nano_patch3"], "not a supported timm ViT id: vit_nano_patch3"),
+    ("device", ["--sections=encoders,gpu"],
+     "'gpu' is not one of encoders, decoder, metrics, train, loader"),
+    ("device", ["--metric-sizes=64k"], "argument --metric-sizes"),
 ]
 
 
