@@ -92,3 +92,20 @@ def test_out_of_memory_is_a_skip_and_other_errors_are_failures():
                                       "allocate 8.00GiB"))[1] is False
   why, failed = device.classify(KeyError("x"))
   assert failed and why.startswith("failed: KeyError")
+
+
+def test_the_full_runs_metrics_path_each_row_in_a_fresh_process(monkeypatch):
+  """What a GPU run takes for the metrics (a worker process per row, its JSON line read
+  back), here on CPU at a small N for one row; an approx row off TPU is a skip with the
+  reason."""
+  import dataclasses
+  monkeypatch.setattr(device, "KNN_METRICS", ("mutual_knn@bf16",))
+  rep = device.Report(budget=300)
+  sizes = dataclasses.replace(device.QUICK, in_process=False, metric_sizes=(200,))
+  device.run_metrics(rep, sizes, "cpu")
+  sec = rep.sections["metrics"]
+  [row] = sec["rows"]
+  assert (row["metric"], row["n"], row["peak_dtype"], row["tile"]) == ("mutual_knn@bf16", 200,
+                                                                       "bf16", 200)
+  assert row["seconds"] > 0 and row["peak_device_mb"] is None   # XLA:CPU: see peak RSS
+  assert [s["what"] for s in sec["skipped"]] == ["mutual_knn@approx"]
