@@ -92,6 +92,8 @@ def test_out_of_memory_is_a_skip_and_other_errors_are_failures():
                                       "allocate 8.00GiB"))[1] is False
   why, failed = device.classify(KeyError("x"))
   assert failed and why.startswith("failed: KeyError")
+  why, failed = device.classify(ModuleNotFoundError("No module named 'timm'"))
+  assert not failed and "missing" in why and "timm" in why
 
 
 def test_the_full_runs_metrics_path_each_row_in_a_fresh_process(monkeypatch):

@@ -122,9 +122,12 @@ class Report:
 
 def classify(e: BaseException) -> tuple[str, bool]:
   """(reason, failed): out of memory (XLA's RESOURCE_EXHAUSTED, torch's
-  OutOfMemoryError) is an expected limit of a device; anything else a failure."""
+  OutOfMemoryError) is an expected limit of a device, and a package this environment
+  lacks (timm for the ViT row, say) one of the environment; anything else a failure."""
   text = str(e).strip()
   first = text.splitlines()[0][:300] if text else ""
+  if isinstance(e, ImportError):
+    return f"a package is missing in this environment ({type(e).__name__}: {first})", False
   if ("RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
       or type(e).__name__ == "OutOfMemoryError"):
     return f"out of memory ({type(e).__name__}: {first})", False
@@ -309,6 +312,13 @@ def _num(v, spec=".1f", none=""):
   return none if v is None else format(v, spec)
 
 
+def _torch_line(info: dict | None) -> str:
+  if not info:
+    return "not installed"
+  return (f"{info['version']}, " + (f"on {info['device']}" if info.get("device") else
+                                    f"CUDA {'available' if info['cuda'] else 'not available'}"))
+
+
 def _title(secs: dict, name: str, text: str) -> str:
   return f"## {text}, {secs[name].get('seconds', 0):.0f} s"
 
@@ -319,7 +329,7 @@ def markdown(result: dict) -> str:
   m = result["machine"]
   out = [f"# platonic_jax device benchmark{' (--quick: tiny sizes)' if result['quick'] else ''}",
          "", f"- {common.header(m)}",
-         f"- torch: {result['torch'] or 'not installed'}",
+         f"- torch: {_torch_line(result['torch'])}",
          f"- started {result['started']}, {result['seconds']:.0f} s", ""]
   secs = result["sections"]
   for name in ("encoders", "decoder"):
