@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from platonic_jax import sharding
+from platonic_jax.encoders import attention as attention_lib
 from platonic_jax.encoders import convert as convert_lib
 from platonic_jax.encoders import common, lm_scores, partition, preprocess, registry
 
@@ -119,7 +120,7 @@ class Encoder:
 
   def __init__(self, name: str, hf_config: Any, arch: Any, params: Any, dtype,
                mesh: jax.sharding.Mesh | None = None, image_spec=None, tokenizer=None,
-               max_length: int = 77):
+               max_length: int = 77, attention: str = "auto"):
     self.name = name
     self.hf_config = hf_config
     self.arch = arch
@@ -128,6 +129,14 @@ class Encoder:
     self.dtype = jnp.dtype(dtype)
     self.module = arch.build(hf_config, dtype)
     self.mesh = mesh or partition.model_mesh(jax.local_devices())
+    # The attention kernel for the devices this encoder runs on (registry:
+    # select_attention), before the first trace so that the log names only that path.
+    if hasattr(arch, "select_attention"):
+      self.module = arch.select_attention(self.module, attention_lib.platform(self.mesh),
+                                          attention)
+    elif attention not in ("auto", "einsum"):
+      raise ValueError(f"attention={attention!r}: {name!r} has no selectable attention "
+                       "(use 'auto')")
     self.image_spec = image_spec
     self.tokenizer = tokenizer
     self.max_length = int(max_length)
@@ -423,7 +432,8 @@ class Encoder:
 
 
 def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
-         devices: Sequence[jax.Device] | None = None, model_parallel: int = 1) -> Encoder:
+         devices: Sequence[jax.Device] | None = None, model_parallel: int = 1,
+         attention: str = "auto") -> Encoder:
   """An :class:`Encoder` from a hub id or a local HF checkpoint directory.
 
   Args:
@@ -442,6 +452,10 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       Each process reads only its devices' slices of the safetensors files. When the
       mesh spans processes (``jax.distributed``), every process calls ``encode`` with
       the same items and gets all features.
+    attention: transformers' attention kernel (``encoders/attention.py``): "auto" (chosen
+      from the mesh's devices: cuDNN flash attention for bf16 on GPUs, XLA's fused
+      ``jax.nn.dot_product_attention`` on TPUs / fp32 GPUs, the hand-written einsum form
+      on CPUs) or one of "einsum", "xla", "cudnn" to force it.
   """
   if isinstance(dtype, str):
     if dtype not in _DTYPES:
@@ -479,4 +493,4 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
     tokenizer = (arch.load_tokenizer(path, name_or_dir) if hasattr(arch, "load_tokenizer")
                  else tokenize.load_tokenizer(path))
   return Encoder(name_or_dir, hf_config, arch, params, dtype, mesh, image_spec, tokenizer,
-                 max_length)
+                 max_length, attention)
