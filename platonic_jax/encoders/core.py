@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from platonic_jax import sharding
 from platonic_jax.encoders import attention as attention_lib
+from platonic_jax.encoders import auto_dtype
 from platonic_jax.encoders import convert as convert_lib
 from platonic_jax.encoders import common, lm_scores, partition, preprocess, registry
 
@@ -441,7 +442,9 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       "timm/vit_base_patch16_224.augreg_in21k", or a directory with config.json +
       model.safetensors (or pytorch_model.bin with torch) and preprocessor_config.json
       (images; timm checkpoints carry theirs in config.json) / tokenizer files (text).
-    dtype: "float32" or "bfloat16" (bf16 matmul operands, float32 accumulation and output).
+    dtype: "float32", "bfloat16" (bf16 matmul operands, float32 accumulation and output)
+      or "auto": bfloat16 when ``devices`` are GPUs / TPUs, float32 on CPUs
+      (``auto_dtype.py``: why, and the bf16 error bound).
     max_length: text only: tokens per caption (longer ones truncated, counted).
     devices: devices of the mesh (default: this host's ``jax.local_devices()`` when
       ``model_parallel`` is 1 -- encoding is host-local, on a multi-host run each host
@@ -457,9 +460,12 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       ``jax.nn.dot_product_attention`` on TPUs / fp32 GPUs, the hand-written einsum form
       on CPUs) or one of "einsum", "xla", "cudnn" to force it.
   """
+  if devices is None:
+    devices = jax.local_devices() if model_parallel == 1 else jax.devices()
   if isinstance(dtype, str):
+    dtype = auto_dtype.resolve(dtype, devices)   # "auto": bf16 on GPUs / TPUs, fp32 on CPUs
     if dtype not in _DTYPES:
-      raise ValueError(f"dtype {dtype!r} not supported; use 'float32' or 'bfloat16'")
+      raise ValueError(f"dtype {dtype!r} not supported; use 'auto', 'float32' or 'bfloat16'")
     dtype = _DTYPES[dtype]
   elif jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     raise ValueError(f"dtype {dtype} not supported; use float32 or bfloat16")
@@ -477,8 +483,6 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
     from transformers import AutoConfig  # local: slow import, only loading needs it
     hf_config = AutoConfig.from_pretrained(path)
   arch = registry.get(hf_config.model_type)
-  if devices is None:
-    devices = jax.local_devices() if model_parallel == 1 else jax.devices()
   mesh = partition.model_mesh(devices, model_parallel)   # validates model_parallel first
   # Lazy views: a converter that keeps them (StateDict.view) lets each device read only
   # its slice; converters that take() read tensors whole, one at a time.
