@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from platonic_jax import sharding
+from platonic_jax import prefetch, sharding
 from platonic_jax.encoders import attention as attention_lib
 from platonic_jax.encoders import auto_dtype
 from platonic_jax.encoders import convert as convert_lib
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 _TEXT_BUCKET = 16  # token-length granularity of compiled text shapes
 PROGRESS_EVERY_S = 30.0  # encode / encode_iter log their progress at INFO this often
+# Batches decoded, preprocessed and put on the devices ahead of the one computing: host
+# work overlaps device work (two cover a host batch slower than one device step).
+PREFETCH = 2
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16,
            "bf16": jnp.bfloat16}
 # What a hub download fetches: configs, processor / tokenizer files (sentencepiece
@@ -267,7 +270,7 @@ class Encoder:
 
   def _to_host(self, y: jax.Array) -> np.ndarray:
     if y.is_fully_addressable:
-      return np.asarray(y)
+      return np.asarray(jax.device_get(y))   # explicit: the loop runs transfer-guarded
     from jax.experimental import multihost_utils  # local: multi-process runs only
     return np.asarray(multihost_utils.process_allgather(y, tiled=True))
 
@@ -304,7 +307,9 @@ class Encoder:
     items (the same type/shape rules as ``encode``, with N = that batch's count), in order.
 
     ``items`` may be any iterable (a generator over a dataset that does not fit in
-    memory). Host preprocessing of batch i+1 overlaps the device computation of batch i.
+    memory). Host preprocessing and the transfer of the next ``PREFETCH`` batches run in
+    a background thread (``platonic_jax.prefetch``) while the device computes batch i;
+    every host <-> device transfer is explicit (``jax.device_put`` / ``jax.device_get``).
     Every ``PROGRESS_EVERY_S`` seconds the count of items done (of ``len(items)`` when
     known) and the rate are logged at INFO. With ``bits_per_byte`` each result is the
     pair ``(features, np [n] bits per byte)`` from the same forward pass.
@@ -360,12 +365,17 @@ class Encoder:
         log.info("%s: encoded %d%s items, %.1f items/s", self.name, done, total,
                  done / (now - t0))
 
+    def on_device():
+      # Decoding, preprocessing / tokenizing and the explicit transfer of the next
+      # batches run in prefetch's thread while the device computes (PREFETCH ahead).
+      for start, chunk in chunks():
+        inputs = self._inputs(chunk, start)
+        n = inputs[0].shape[0]
+        yield [self._to_mesh(sharding.pad_rows(x, bs)[0]) for x in inputs], n, chunk
+
     pending = None
-    for start, chunk in chunks():
-      inputs = self._inputs(chunk, start)
-      n = inputs[0].shape[0]
-      inputs = [sharding.pad_rows(x, bs)[0] for x in inputs]
-      outs = fn(self.params, *[self._to_mesh(x) for x in inputs])  # async
+    for inputs, n, chunk in prefetch.ahead(on_device(), PREFETCH):
+      outs = fn(self.params, *inputs)  # async
       if pending is not None:
         yield finish(pending)
         progress(pending[1])
