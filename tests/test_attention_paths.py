@@ -35,45 +35,6 @@ def fresh_log(monkeypatch):
   monkeypatch.setattr(attention, "_taken", {})
 
 
-# ----- the choice --------------------------------------------------------------------------
-
-@pytest.mark.parametrize("platform,dtype,head_dim,einsum_only,want", [
-    ("cpu", jnp.float32, 64, False, "einsum"),
-    ("cpu", jnp.bfloat16, 64, False, "einsum"),
-    ("gpu", jnp.bfloat16, 64, False, "cudnn"),
-    ("gpu", jnp.bfloat16, 256, False, "cudnn"),
-    ("gpu", jnp.bfloat16, 288, False, "xla"),     # past cuDNN flash's head dims
-    ("gpu", jnp.bfloat16, 60, False, "xla"),      # not a multiple of 8
-    ("gpu", jnp.float32, 64, False, "xla"),       # cuDNN flash has no fp32
-    ("gpu", jnp.bfloat16, 64, True, "einsum"),    # soft-capping: not expressible
-    ("tpu", jnp.bfloat16, 64, False, "xla"),
-    ("tpu", jnp.float32, 128, False, "xla"),
-])
-def test_choose_maps_platform_dtype_and_model_to_a_path(platform, dtype, head_dim,
-                                                       einsum_only, want):
-  assert attention.choose(platform, dtype, head_dim=head_dim, einsum_only=einsum_only) == want
-  assert attention.resolve("auto", platform, dtype, head_dim=head_dim,
-                           einsum_only=einsum_only) == want
-
-
-def test_resolve_rejects_unknown_and_impossible_paths():
-  with pytest.raises(ValueError, match=r"attention='flash': allowed \('auto', 'einsum'"):
-    attention.resolve("flash", "gpu", jnp.bfloat16, head_dim=64)
-  with pytest.raises(ValueError, match="gemma2: attention='xla' cannot compute"):
-    attention.resolve("xla", "gpu", jnp.bfloat16, head_dim=64, einsum_only=True, what="gemma2")
-  assert attention.resolve("einsum", "gpu", jnp.bfloat16, head_dim=64) == "einsum"
-
-
-def test_record_logs_each_model_and_path_once(caplog):
-  with caplog.at_level(logging.INFO):
-    for _ in range(3):
-      attention.record("m", "xla")
-    attention.record("m", "einsum")
-  lines = [r.getMessage() for r in caplog.records if "m attention" in r.getMessage()]
-  assert lines == ["m attention: xla", "m attention: einsum"]
-  assert attention.taken("m") == "einsum" and attention.taken("other") is None
-
-
 # ----- GPT-2 ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

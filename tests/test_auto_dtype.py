@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import numpy as np
 import pytest
 
-import hf_fixtures as fx
 from helpers import load_config
-from platonic_jax import encoders, errors, plan, validate
+from platonic_jax import errors, plan, validate
 from platonic_jax.encoders import auto_dtype
 
 
@@ -69,14 +67,3 @@ def test_config_validator_names_the_allowed_dtypes():
   with pytest.raises(errors.ConfigError,
                      match=r"encoders.dtype='fp16': allowed \('auto', 'float32', 'bfloat16'\)"):
     validate.check(c)
-
-
-def test_load_auto_is_float32_on_cpu_and_bad_names_fail(tmp_path):
-  directory, _ = fx.tiny_resnet(str(tmp_path))
-  enc = encoders.load(directory, dtype="auto")
-  assert enc.dtype == np.dtype(np.float32)
-  np.testing.assert_array_equal(enc.encode(fx.random_images(2)),
-                                encoders.load(directory, dtype="float32").encode(
-                                    fx.random_images(2)))
-  with pytest.raises(ValueError, match="use 'auto', 'float32' or 'bfloat16'"):
-    encoders.load(directory, dtype="half")

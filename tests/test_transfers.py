@@ -1,19 +1,13 @@
-"""Nothing crosses between host and device implicitly in the hot loops: the encoders'
-batch loop, feature extraction and adapter training run under
-``jax.transfer_guard("disallow")`` (explicit ``jax.device_put`` / ``jax.device_get``
-allowed), and batches are prepared ahead in a thread (``platonic_jax.prefetch``).
-
-XLA:CPU arrays are host memory, so jax's guard does not stop an implicit read of one;
-``strict_transfers`` therefore also refuses a jax array's host value (``float(x)``,
-``x.item()``, ``x.tolist()``, ...) in this thread outside ``jax.device_get`` -- what the
-guard does on GPUs / TPUs. (``np.asarray(x)`` reads a CPU array through the buffer
-protocol, which no Python hook sees: those calls in the loops were made
-``jax.device_get`` by reading the code.)
+"""Nothing crosses between host and device implicitly in adapter training: the loop
+(resume included) runs under ``transfer_guard.strict_transfers`` (jax's
+``transfer_guard("disallow")`` plus implicit reads of CPU arrays), explicit
+``jax.device_put`` / ``jax.device_get`` allowed; and ``platonic_jax.prefetch``, which
+prepares the encoders' batches ahead in a thread. (Encoding and extraction:
+tests/test_transfers_encoders.py.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import threading
 
@@ -21,46 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax._src import array as array_lib
-from jax._src.lib import guard_lib
 
-import hf_fixtures as fx
-from platonic_jax import encoders, prefetch, train
-from test_features import _extract, flickr_setup  # noqa: F401 - the fixture
+from platonic_jax import prefetch
 from test_train import paired_features, small_config, train_adapters
-
-
-@contextlib.contextmanager
-def strict_transfers(monkeypatch):
-  """``jax.transfer_guard("disallow")`` plus implicit device -> host reads refused on
-  CPU too (this thread only: libraries' worker threads, e.g. Orbax's, are theirs).
-  Yields ``setup``: a context where both are allowed again (loading an encoder)."""
-  main = threading.get_ident()
-  real = array_lib.ArrayImpl._value
-  relaxed = []
-
-  def guarded(self):
-    if (threading.get_ident() == main and not relaxed
-        and not guard_lib.thread_local_state().explicit_device_get):
-      raise RuntimeError("implicit device-to-host transfer (a jax array's host value); "
-                         "use jax.device_get")
-    return real.fget(self)
-
-  @contextlib.contextmanager
-  def setup():
-    relaxed.append(True)
-    try:
-      with jax.transfer_guard("allow"):
-        yield
-    finally:
-      relaxed.pop()
-
-  monkeypatch.setattr(array_lib.ArrayImpl, "_value", property(guarded))
-  try:
-    with jax.transfer_guard("disallow"):
-      yield setup
-  finally:
-    monkeypatch.setattr(array_lib.ArrayImpl, "_value", real)
+from transfer_guard import strict_transfers
 
 
 def test_strict_transfers_catches_implicit_transfers_both_ways(monkeypatch):
@@ -75,45 +33,6 @@ def test_strict_transfers_catches_implicit_transfers_both_ways(monkeypatch):
       jax.jit(lambda a, b: a + b)(x, np.ones(3, np.float32))
     np.testing.assert_array_equal(jax.device_get(x), [0.0, 1.0, 2.0])   # explicit: fine
     jax.device_put(np.ones(3))
-
-
-@pytest.mark.parametrize("kind", ["resnet", "gpt2", "dinov2"])
-def test_encoder_loop_moves_nothing_implicitly(kind, tmp_path, monkeypatch):
-  directory = str(tmp_path)
-  if kind == "resnet":
-    fx.tiny_resnet(directory)
-  elif kind == "gpt2":
-    fx.tiny_gpt2(directory)
-  else:
-    fx.tiny_dinov2(directory)
-  items = (fx.random_images(5) if kind != "gpt2" else
-           ["a dog", "two cats on a red mat", "x", "a long caption about the market", "y"])
-  enc = encoders.load(directory)
-  want = enc.encode(items, batch_size=2, layers="all")
-  with strict_transfers(monkeypatch):
-    got = enc.encode(items, batch_size=2, layers="all")   # 3 batches: prefetched
-    if kind == "gpt2":
-      enc.bits_per_byte(items, batch_size=2)
-  for a, b in zip(got, want):
-    np.testing.assert_array_equal(a, b)
-
-
-def test_feature_extraction_moves_nothing_implicitly(flickr_setup, tmp_path,  # noqa: F811
-                                                     monkeypatch):
-  """The extraction loop (decode, encode, save chunks); loading an encoder is set-up."""
-  _, c = flickr_setup
-  want = _extract(c, str(tmp_path / "a"))
-  real_load = encoders.load
-  with strict_transfers(monkeypatch) as setup:
-    def load(*args, **kwargs):
-      with setup():
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(encoders, "load", load)
-    got = _extract(c, str(tmp_path / "b"))
-  for s in want:
-    for k in want[s].views:
-      np.testing.assert_array_equal(got[s].views[k], want[s].views[k])
 
 
 @pytest.mark.parametrize("learn_tau", [False, True])
