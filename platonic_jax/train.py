@@ -584,7 +584,8 @@ def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], dire
 
   try:
     with jax.set_mesh(mesh), _sigterm_flag() as sigterm:
-      first_bad = jax.device_put(np.int32(-1), replicated)
+      # made on the devices (a constant of the program): no transfer, also multi-host
+      first_bad = jax.jit(lambda: jnp.int32(-1), out_shardings=replicated)()
       step = start
       while step < op.num_steps:
         state, metrics = step_fn(state, batches.get(step))
