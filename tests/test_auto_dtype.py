@@ -67,3 +67,19 @@ def test_config_validator_names_the_allowed_dtypes():
   with pytest.raises(errors.ConfigError,
                      match=r"encoders.dtype='fp16': allowed \('auto', 'float32', 'bfloat16'\)"):
     validate.check(c)
+
+
+def test_load_says_when_auto_keeps_float32_on_an_amx_cpu(monkeypatch, caplog):
+  """On an AMX CPU "auto" stays float32 and says so once (the option to try bf16)."""
+  from platonic_jax.encoders import core
+  monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda: True)
+  monkeypatch.setattr(core, "resolve", lambda name: (_ for _ in ()).throw(
+      ValueError("stop after the dtype")))
+  with caplog.at_level("INFO"), pytest.raises(ValueError, match="stop after the dtype"):
+    core.load("unused", dtype="auto")
+  assert "keeps float32 on this AMX CPU" in caplog.text
+  caplog.clear()
+  monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda: False)
+  with caplog.at_level("INFO"), pytest.raises(ValueError, match="stop after the dtype"):
+    core.load("unused", dtype="auto")
+  assert "AMX" not in caplog.text

@@ -473,6 +473,10 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
   if devices is None:
     devices = jax.local_devices() if model_parallel == 1 else jax.devices()
   if isinstance(dtype, str):
+    if dtype == "auto" and all(d.platform == "cpu" for d in devices) and auto_dtype.cpu_has_amx():
+      log.info("dtype='auto' keeps float32 on this AMX CPU (bf16 not measured on one; "
+               "dtype='bfloat16' opts in, features within %.0e of fp32)",
+               auto_dtype.BF16_ERROR_BOUND)
     dtype = auto_dtype.resolve(dtype, devices)   # "auto": bf16 on GPUs / TPUs, fp32 on CPUs
     if dtype not in _DTYPES:
       raise ValueError(f"dtype {dtype!r} not supported; use 'auto', 'float32' or 'bfloat16'")
