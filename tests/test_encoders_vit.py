@@ -430,7 +430,7 @@ def test_dot_product_attention_form_matches_the_cpu_form(tmp_path, images):
                                img_size=28, input_size=(42, 28))
   enc = encoders.load(directory)
   cpu = enc.encode(images, batch_size=8, layers="all")
-  enc.module = enc.module.clone(attention_group=0)
+  enc.module = enc.module.clone(attention_impl="xla", attention_group=0)
   enc._fns.clear()
   np.testing.assert_allclose(enc.encode(images, batch_size=8, layers="all"), cpu,
                              rtol=1e-5, atol=1e-6)
