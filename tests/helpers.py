@@ -9,19 +9,25 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def env(**extra) -> dict:
-  """The environment of a subprocess: conftest's 8 fake devices and HF_HUB_OFFLINE, and
-  the repository and tests/ importable."""
+def env(devices: int | None = None, **extra) -> dict:
+  """The environment of a subprocess: conftest's 8 fake devices (or ``devices`` of them)
+  and HF_HUB_OFFLINE, and the repository and tests/ importable."""
   e = dict(os.environ)
   e["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests"),
                                      e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+  if devices is not None:
+    flags = [f for f in e.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    e["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
   e.update(extra)
   return e
 
 
-def run_py(*args, timeout=300, **kw) -> subprocess.CompletedProcess:
-  """``python run.py ARGS`` from the repository root."""
-  return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env(),
+def run_py(*args, timeout=300, devices=1, **kw) -> subprocess.CompletedProcess:
+  """``python run.py ARGS`` from the repository root, on ``devices`` fake CPU devices (1,
+  what a user's CPU has: 8 devices on 2 cores double a run's time; the sharded paths have
+  their own in-process tests)."""
+  return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env(devices),
                         capture_output=True, text=True, timeout=timeout, **kw)
 
 

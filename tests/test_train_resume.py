@@ -19,8 +19,10 @@ ARGS = ["--config=configs/synthetic.py:tiny", f"--config.train.num_steps={NUM_ST
 
 
 def start(workdir):
+  # Two devices: the state is still sharded over a mesh (what a restore must put back),
+  # at half the cost of conftest's eight on two cores.
   return subprocess.Popen([sys.executable, "run.py", *ARGS, f"--workdir={workdir}"],
-                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          cwd=ROOT, env=_env(devices=2), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
 
