@@ -96,6 +96,9 @@ def get_config():
       max_samples=0,             # evaluate on the first N test samples (0 = all)
       baselines=("procrustes", "cca", "perfect_alignment"),
       baseline_dim=0,            # 0 = adapter.dim; always capped by the features' ranks
+      calibration_K=200,         # permutations of each alignment number's null; 0 = off
+      calibration_alpha=0.05,    # level of the null threshold tau of the calibrated scores
+      n_curve=(250, 500, 1000, 2000, 5000, 10000),  # scale-curve sizes (then all rows)
   ))
   c.features = ml_collections.ConfigDict(dict(
       chunk_size=4096,           # rows per resumable chunk of an extraction in progress

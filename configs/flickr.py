@@ -30,6 +30,7 @@ def get_config(arg=None):
     c.train.update(dict(num_steps=20, batch_size=16, warmup_steps=2, ckpt_every=10,
                         log_every=5))
     # the fake folder's test split needs > k images
-    c.eval.update(dict(k=3, ks=(2, 3), bootstrap=50, bootstrap_resample=5))
+    c.eval.update(dict(k=3, ks=(2, 3), bootstrap=50, bootstrap_resample=5, calibration_K=19,
+                       n_curve=(6,)))
   c.lock()
   return c

@@ -33,6 +33,8 @@ def get_config(arg=None):
     c.train.update(dict(num_steps=40, batch_size=64, warmup_steps=5, ckpt_every=10,
                         log_every=5))
     c.eval.bootstrap = 200
+    c.eval.calibration_K = 49
+    c.eval.n_curve = (64, 128)
   if "audio" in options:
     s.dims.audio = 40 if tiny else 384
     c.modalities.audio = dict(encoder="", layer=-1, pool="")

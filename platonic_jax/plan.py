@@ -115,6 +115,16 @@ def _specs(ev):
   return alignment.metric_specs(tuple(ev.metrics), ev.k, tuple(ev.ks), ev.cca_dim)
 
 
+def _calibration(ev) -> alignment.CalibrationParams:
+  return alignment.CalibrationParams(int(ev.calibration_K), float(ev.calibration_alpha),
+                                     int(ev.seed))
+
+
+def _alignment(ev) -> alignment.AlignmentParams:
+  return alignment.AlignmentParams(_specs(ev), _views(ev), tuple(ev.pair), _calibration(ev),
+                                   tuple(int(n) for n in ev.n_curve))
+
+
 def _views(ev) -> views.ViewParams:
   return views.ViewParams(q=float(ev.q), max_samples=int(ev.max_samples))
 
@@ -125,7 +135,7 @@ def _verdict(ev, baseline: bool) -> verdict.VerdictParams:
   else:
     resample, field = int(ev.bootstrap_resample), "eval.bootstrap_resample=100"
   return verdict.VerdictParams(_specs(ev), _views(ev), tuple(ev.pair), int(ev.bootstrap),
-                               resample, field, float(ev.ci), int(ev.seed))
+                               resample, field, float(ev.ci), int(ev.seed), _calibration(ev))
 
 
 def _baseline(config, kind: str) -> baselines.BaselineParams:
@@ -163,8 +173,7 @@ def build(config, view: Callable[[str, Any], Any] = lambda name, config: config)
   trainf = lambda names: {f"train/{m}": f"features/train/{m}" for m in names}
   world = lambda split: {f"{split}/world": f"features/{split}/world"} if synthetic else {}
 
-  add("before", "alignment_before", lambda cfg: alignment.AlignmentParams(
-      _specs(cfg.eval), _views(cfg.eval), tuple(cfg.eval.pair)), test(sources))
+  add("before", "alignment_before", lambda cfg: _alignment(cfg.eval), test(sources))
   from platonic_jax import train  # noqa: PLC0415 - optax / orbax: not for validation
   add("train", "train", lambda cfg: train.TrainParams.from_config(cfg, order), trainf(order))
   add(TRAINED, "trained_space", lambda cfg: None, {"train": "train"})
@@ -175,8 +184,7 @@ def build(config, view: Callable[[str, Any], Any] = lambda name, config: config)
   for space in (TRAINED, *baseline_kinds):
     sides = order if space == TRAINED else pair
     base = {"space": space}
-    add(f"{space}/alignment", "alignment", lambda cfg: alignment.AlignmentParams(
-        _specs(cfg.eval), _views(cfg.eval), tuple(cfg.eval.pair)),
+    add(f"{space}/alignment", "alignment", lambda cfg: _alignment(cfg.eval),
         {**base, **test(sides + (views.REF,))})
     add(f"{space}/verdict", "verdict",
         lambda cfg, b=space != TRAINED: _verdict(cfg.eval, b),

@@ -134,7 +134,15 @@ def _evaluation(config) -> list[str]:
     out.append(f"eval.ci={ev.ci}: must be in (0, 1)")
   _at_least(out, ev, "eval", ("cca_dim",), 1)
   _at_least(out, ev, "eval", ("bootstrap", "bootstrap_resample", "max_samples",
-                              "baseline_dim"), 0)
+                              "baseline_dim", "calibration_K"), 0)
+  if not 0 < ev.calibration_alpha < 1:
+    out.append(f"eval.calibration_alpha={ev.calibration_alpha}: must be a level in (0, 1)")
+  low = max([int(ev.k)] + [int(k) for k in ev.ks]) + 2
+  bad = [n for n in ev.n_curve if int(n) < low]
+  if bad:
+    out.append(f"eval.n_curve={tuple(ev.n_curve)!r}: every size must be >= {low} (the "
+               f"largest k + 2, so each subset has k + 1 other samples), got {bad}; () "
+               "turns the scale curve off")
   unknown = [b for b in ev.baselines if b not in baselines.BASELINES]
   if unknown:
     out.append(f"eval.baselines={tuple(ev.baselines)!r}: unknown {unknown}; allowed (any "

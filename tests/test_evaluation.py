@@ -300,3 +300,86 @@ def test_retrieval_all_captions_and_trained_space_interface(world):
   assert set(evaluators.EVALUATORS) == {"alignment", "verdict", "retrieval", "transfer", "info"}
   with pytest.raises(ValueError, match="smaller than the number of test samples"):
     alignment.check_k(alignment.metric_specs(("mutual_knn",), 500, (), 10), n)
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration and the scale curve in the tables and the verdict.
+
+CAL = alignment.CalibrationParams(K=19, alpha=0.05, seed=3)
+CAL_SPECS = alignment.metric_specs(("mutual_knn", "cka"), k=10, ks=(), cca_dim=10)
+
+
+def test_every_table_number_gets_its_permutation_test(world):
+  _, test = world
+  frozen = views.Frozen(test.views)
+  params = alignment.AlignmentParams(CAL_SPECS, VIEWS, PAIR, CAL, curve=(40, 80, 500))
+  table = alignment.frozen_table(params, frozen, PAIR)
+  plain = alignment.frozen_table(alignment.AlignmentParams(CAL_SPECS, VIEWS, PAIR), frozen, PAIR)
+  ref = frozen.get(views.REF, VIEWS)
+  for row, raw in zip(table.rows, plain.rows):
+    assert row.to_ref == raw.to_ref  # the same calls: the same numbers
+    kw = {"k": 10} if row.spec.metric == "mutual_knn" else {}
+    for side in PAIR:
+      want = metrics.calibrate(frozen.get(side, VIEWS), ref, row.spec.metric, K=19, seed=3, **kw)
+      got = row.calibrated[side]
+      assert (got.score, got.p_value, got.tau, got.K) == (want.score, want.p_value, want.tau, 19)
+    assert row.cross[0].calibrated.p_value == metrics.calibrate(
+        frozen.get("image", VIEWS), frozen.get("text", VIEWS), row.spec.metric, K=19, seed=3,
+        **kw).p_value
+  # One curve, for the neighbour metric: sizes below the 120 rows, then all of them.
+  (curve,) = table.curves
+  assert curve.label == "mutual_knn" and [p.n for p in curve.points] == [40, 80, 120]
+  # all rows, in another order: the same neighbour sets, the mean summed in another order
+  assert curve.points[-1].to_ref == pytest.approx(plain.row("mutual_knn").to_ref, abs=1e-6)
+  for p in curve.points:
+    assert p.chance == pytest.approx(10 / (p.n - 1))
+  want = metrics.scale_curve(frozen.get("image", VIEWS), ref, "mutual_knn", (40, 80, 120),
+                             k=10, seed=3)
+  assert [p.to_ref["image"] for p in curve.points] == [v for _, v, _ in want]
+
+
+def test_the_verdict_is_also_stated_on_calibrated_scores(world):
+  _, test = world
+  frozen = views.Frozen(test.views)
+  params = alignment.AlignmentParams(CAL_SPECS, VIEWS, PAIR, CAL)
+  emb = {"image": test.z, "text": test.z + 0.1}
+  before = alignment.frozen_table(params, frozen, PAIR)
+  after = alignment.adapted_table(params, frozen, emb, PAIR)
+  vp = verdict.VerdictParams(CAL_SPECS, VIEWS, PAIR, bootstrap=50, resample=0,
+                             resample_field="eval.bootstrap_resample=100", ci=0.95, seed=0,
+                             calibration=CAL)
+  fresh = verdict.verdict(vp, frozen, emb)  # computes its own tests
+  known = verdict.verdict(vp, frozen, emb, before=before, after=after)  # reads the tables'
+  for rf, rk in zip(fresh.rows, known.rows):
+    b, a = before.row(rf.spec.label), after.row(rf.spec.label)
+    base = (b.calibrated["image"].score + b.calibrated["text"].score) / 2
+    for rep in ("image", "text", "mean"):
+      assert rf.calibrated[rep] == pytest.approx(a.calibrated[rep].score - base, abs=1e-12)
+      assert rk.calibrated[rep] == rf.calibrated[rep]
+  off = verdict.verdict(dataclasses.replace(vp, calibration=alignment.OFF), frozen, emb)
+  assert all(r.calibrated is None for r in off.rows)
+  assert [r.entries for r in off.rows] == [r.entries for r in fresh.rows]
+
+
+def test_scale_curve_checks_its_sizes_and_metric():
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((50, 4)).astype(np.float32)
+  with pytest.raises(ValueError, match=r"= \(11, 50\], got \[10, 40\]"):
+    metrics.scale_curve(a, a, "mutual_knn", (10, 40), k=10)
+  with pytest.raises(ValueError, match="neighbour metrics"):
+    metrics.scale_curve(a, a, "cka", (20,), k=10)
+  out = metrics.scale_curve(a, a, "mutual_knn", (50, 20), k=3, seed=1)
+  assert [n for n, _, _ in out] == [20, 50] and out[1][1] == 1.0  # a vs a: identical lists
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("calibration_K", -1, "eval.calibration_K=-1: must be >= 0"),
+    ("calibration_alpha", 1.0, "eval.calibration_alpha=1.0: must be a level in (0, 1)"),
+    ("n_curve", (30, 51), "eval.n_curve=(30, 51): every size must be >= 52"),
+])
+def test_the_calibration_and_curve_fields_are_checked_before_any_work(field, value, message):
+  from helpers import load_config  # noqa: PLC0415
+  from platonic_jax import validate  # noqa: PLC0415
+  c = load_config("synthetic")
+  c.eval[field] = value
+  assert any(message in p for p in validate.problems(c)), validate.problems(c)

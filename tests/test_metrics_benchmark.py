@@ -26,3 +26,20 @@ def test_benchmark_table_and_targets():
   assert "error: timeout" in table
   targets = "\n".join(bench._targets(rows))
   assert "12.0x PASS" in targets and "1100 MB FAIL" in targets and "best 85% PASS" in targets
+
+
+def test_calibration_workers_and_targets():
+  from platonic_jax.benchmarks import calibration as cal  # noqa: PLC0415
+  knn = cal.run_calibration("mutual_knn", 96, 8)
+  cka = cal.run_calibration("cka", 96, 8)
+  assert knn["null_seconds"] > 0 and "efficiency" not in knn
+  assert cka["null_gflop"] == pytest.approx(8 * 2 * 96 * 768 * 768 / 1e9) and cka["efficiency"] > 0
+  pk = cal.run_package("cka", 96, 2)
+  table = cal.fmt_calibration([knn, cka], {("cka", 96): pk})
+  assert "| cka | 96 | 8 |" in table and "x |" in table
+  rows = [{"metric": "mutual_knn", "n": 16000, "K": 1000, "call_seconds": 2.0,
+           "null_seconds": 3.0},
+          {"metric": "cka", "n": 16000, "K": 200, "call_seconds": 0.3, "null_seconds": 20.0,
+           "efficiency": 0.85}]
+  lines = "\n".join(cal.calibration_targets(rows))
+  assert "1.50x PASS" in lines and "85% PASS" in lines

@@ -87,3 +87,42 @@ def test_nonfinite_numbers_become_null_and_back():
   assert doc["train_alignment_error"] is None and doc["type"] == "PerfectAlignmentInfo"
   back = typed_json.load(r.SpaceInfo, doc)
   assert isinstance(back, r.PerfectAlignmentInfo) and np.isnan(back.train_alignment_error)
+
+
+def test_calibrated_numbers_scale_curves_and_the_calibrated_verdict_are_reported(tmp_path,
+                                                                                capsys):
+  rng = np.random.default_rng(1)
+  res = _results(rng)
+  test = lambda: r.Calibrated(float(rng.uniform()), 0.02, 0.1, 49)  # noqa: E731
+
+  def with_tests(t, curve_sides):
+    rows = tuple(r.AlignmentRow(x.spec, x.to_ref, tuple(
+        r.CrossValue(c.a, c.b, c.value, test()) for c in x.cross), x.avg,
+        {s: test() for s in x.to_ref}) for x in t.rows)
+    curve = r.ScaleCurve("mutual_knn", 10, tuple(
+        r.CurvePoint(n, 10 / (n - 1), {s: float(rng.uniform()) for s in curve_sides})
+        for n in (64, 128, 256)))
+    return r.AlignmentTable(t.sides, t.pair, rows, (curve,))
+
+  trained = res.spaces[0]
+  verdict = r.Verdict(PAIR, 0.95, tuple(
+      r.VerdictRow(v.spec, v.entries, {rep: float(rng.normal()) for rep in v.entries})
+      for v in trained.verdict.rows))
+  res = r.Results(PAIR, PAIR, with_tests(res.before, PAIR), (
+      r.SpaceResult("trained", with_tests(trained.alignment, PAIR + ("mean",)), verdict,
+                    trained.retrieval),), res.history)
+  paths = report.write_report(res, LABELS, str(tmp_path))
+  assert "scale_curve" in paths
+  with open(paths["scale_curve"], "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  back = typed_json.load(r.Results, json.load(open(paths["json"]))["results"])
+  assert back == res
+  md = open(paths["md"]).read()
+  row = res.before.row("cka")
+  cell = f"{row.calibrated['image'].score:.3f} (p=0.020)"
+  assert "Calibrated against 49 permutations" in md and cell in md
+  assert "mutual_knn (k = 10) against N" in md and "| 128 | 0.079 |" in md
+  v = res.space("trained").verdict.row("cka")
+  assert "Δ calibrated" in md and f"{v.calibrated['mean']:.4f}" in md
+  out = capsys.readouterr().out
+  assert "calibrated Δ=" in out and "on calibrated scores it holds for" in out

@@ -11,6 +11,11 @@ descending argsort per row (k-NN metrics), or dense ``trace(K H L H)`` HSICs (CK
 in PyTorch CPU where it fits in memory. Every measurement runs in its own subprocess so
 peak RSS is its own. Timings on a shared machine are noisy: compare ratios measured in
 the same run. The opt-in bf16 path reports how many fp32 neighbours it keeps.
+
+Then (``benchmarks.calibration``, skipped with ``--no-calibration``): K = 1000 nulls of
+mutual_knn and K = 200 of linear CKA at N = 16k against one uncalibrated call, the
+paper's package on the same arrays and permutations, and the measures of issue 16 at
+16k and 64k against their reference libraries' algorithms.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ D = 768
 K = 10
 KNN = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn")
 ALL = KNN + ("mutual_knn@bf16", "cka", "cka@rbf", "unbiased_cka", "cknna", "svcca")
+# The measures of issue 16 (their own table, at CALIBRATION_SIZES' 16k and 64k).
+MEASURES = ("procrustes", "shape_metric", "rsa", "pwcca", "mean_cca", "rv",
+            "linear_regression", "knn_jaccard", "rank_similarity", "second_order_cosine")
 # At the largest sizes only the metrics with distinct costs (the other k-NN metrics
 # reuse mutual_knn's neighbour pass; their extra cost is O(N k^2)).
 LARGE = ("mutual_knn", "cka", "unbiased_cka", "cknna", "svcca")
@@ -107,7 +115,7 @@ def run_one(metric: str, n: int, tile: int) -> dict:
   peak = _matmul_peak_gflops()
   name, _, variant = metric.partition("@")
   kw = {}
-  if name in KNN or name == "cknna":
+  if name in KNN or name in ("cknna", "knn_jaccard", "rank_similarity", "second_order_cosine"):
     kw = {"k": K, "tile": tile}
   if variant == "bf16":
     kw["precision"] = "bf16"
@@ -122,7 +130,8 @@ def run_one(metric: str, n: int, tile: int) -> dict:
   # of both N x N Gram matrices; RBF the same; linear kernels three D x D Grams.
   if name in KNN or name == "cknna" or variant == "rbf":
     row["gram_gflop"] = 2 * (n * n / 2) * 2 * D / 1e9
-  elif name in ("cka", "unbiased_cka", "svcca"):
+  elif name in ("cka", "unbiased_cka", "svcca", "procrustes", "shape_metric", "rsa",
+                "pwcca", "mean_cca", "rv", "linear_regression"):
     row["gram_gflop"] = 3 * 2 * n * D * D / 1e9
   if "gram_gflop" in row:
     row["efficiency"] = row["gram_gflop"] / secs / peak
@@ -253,6 +262,16 @@ def main(argv=None) -> int:
   p.add_argument("--no-reference", action="store_true", help="skip the dense reference runs")
   p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
   p.add_argument("--json", default=None, help="also write the rows to this file")
+  p.add_argument("--no-calibration", action="store_true",
+                 help="skip the calibration and new-measure tables")
+  p.add_argument("--calibration-sizes", default="16000,64000",
+                 help="N of the calibration nulls (16k) and the new measures (16k, 64k)")
+  p.add_argument("--package-nulls", type=int, default=3,
+                 help="nulls the paper's package is timed over (reported per null)")
+  p.add_argument("--cal", default=None, help=argparse.SUPPRESS)  # worker: calibration
+  p.add_argument("--package", default=None, help=argparse.SUPPRESS)  # worker: the package
+  p.add_argument("--measure-ref", default=None, help=argparse.SUPPRESS)  # worker
+  p.add_argument("--K", type=int, default=None, help=argparse.SUPPRESS)
   p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # worker: our metric
   p.add_argument("--ref", default=None, help=argparse.SUPPRESS)  # worker: reference
   p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
@@ -266,6 +285,16 @@ def main(argv=None) -> int:
     return 0
   if args.ref:
     print(json.dumps(run_reference(args.ref, args.n)))
+    return 0
+  from platonic_jax.benchmarks import calibration as cal  # noqa: PLC0415
+  if args.cal:
+    print(json.dumps(cal.run_calibration(args.cal, args.n, args.K)))
+    return 0
+  if args.package:
+    print(json.dumps(cal.run_package(args.package, args.n, args.K)))
+    return 0
+  if args.measure_ref:
+    print(json.dumps(cal.run_measure_reference(args.measure_ref, args.n)))
     return 0
 
   sizes = [int(s) for s in args.sizes.split(",")]
@@ -302,10 +331,49 @@ def main(argv=None) -> int:
   print()
   for line in _targets(rows):
     print(line)
+  if not args.no_calibration:
+    rows += _calibration_section(args)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(rows, f, indent=1)
   return 0
+
+
+def _calibration_section(args) -> list[dict]:
+  """The calibration table (nulls vs one call, vs the paper's package) and the new
+  measures' table; every measurement a fresh subprocess, as above."""
+  from platonic_jax.benchmarks import calibration as cal  # noqa: PLC0415
+  sizes = [int(s) for s in args.calibration_sizes.split(",")]
+  run = lambda *a: _subprocess([str(x) for x in a], args.timeout, args.cpu_devices)
+  cal_rows, package = [], {}
+  for metric, k in (("mutual_knn", cal.K_KNN), ("cka", cal.K_CKA)):
+    n = sizes[0]
+    r = run("--cal", metric, "--n", n, "--K", k, "--tile", args.tile)
+    r.update({"metric": r.get("metric", metric), "n": n, "K": k, "kind": "calibration"})
+    cal_rows.append(r)
+    if not args.no_reference:
+      package[(metric, n)] = run("--package", metric, "--n", n, "--K", args.package_nulls)
+    print(json.dumps(r), file=sys.stderr, flush=True)
+  measures = []
+  for n in sizes:
+    for m in MEASURES:
+      r = run("--one", m, "--n", n, "--tile", args.tile)
+      r.update({"metric": r.get("metric", m), "n": n, "kind": "measure"})
+      if not args.no_reference and "error" not in r and n <= cal.REFERENCE_MAX[m]:
+        ref = run("--measure-ref", m, "--n", n)
+        if "error" not in ref:
+          r["reference_seconds"] = ref["seconds"]
+          r["reference_peak_rss_mb"] = ref["peak_rss_mb"]
+      measures.append(r)
+      print(json.dumps(r), file=sys.stderr, flush=True)
+  print(f"\nCalibration (Gröger et al. 2026), D = {D}, k = {K}:\n")
+  print(cal.fmt_calibration(cal_rows, package))
+  print()
+  for line in cal.calibration_targets(cal_rows):
+    print(line)
+  print(f"\nThe measures of netrep / ReSi / rsatoolbox, D = {D}:\n")
+  print(cal.fmt_measures(measures))
+  return cal_rows + measures
 
 
 if __name__ == "__main__":

@@ -5,6 +5,12 @@
   every pair of modalities.
 - ``adapted_table`` (per shared space): m(K_R, K_ref) for each adapted side R and their
   "mean", and m(W_a A, W_b B) for every pair of sides.
+
+Every number gets its permutation test (``CalibrationParams``: K permutations of the rows
+of the second argument — the reference, or the second side of a cross pair — at level
+alpha; ``metrics.calibrate``), and each neighbour metric at ``eval.k`` its scale curve
+(``eval.n_curve``: the metric on nested subsets of the test rows, with the chance level
+k/(n − 1)).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import numpy as np
 
 from platonic_jax import errors
 from platonic_jax.evaluation import views
-from platonic_jax.evaluation.records import AlignmentRow, AlignmentTable, CrossValue, MetricSpec
+from platonic_jax.evaluation.records import (AlignmentRow, AlignmentTable, Calibrated,
+                                             CrossValue, CurvePoint, MetricSpec, ScaleCurve)
 
 
 def metric_specs(metrics: Sequence[str], k: int, ks: Sequence[int],
@@ -37,10 +44,24 @@ def metric_specs(metrics: Sequence[str], k: int, ks: Sequence[int],
 
 
 @dataclasses.dataclass(frozen=True)
+class CalibrationParams:
+  """The permutation test of every alignment number: ``K`` permutations (0: off) at level
+  ``alpha``, drawn from ``seed`` (the same permutations for every number of a table)."""
+  K: int  # noqa: N815 - the paper's name
+  alpha: float
+  seed: int
+
+
+OFF = CalibrationParams(0, 0.05, 0)
+
+
+@dataclasses.dataclass(frozen=True)
 class AlignmentParams:
   metrics: tuple[MetricSpec, ...]
   views: views.ViewParams
   pair: tuple[str, str]
+  calibration: CalibrationParams = OFF
+  curve: tuple[int, ...] = ()   # eval.n_curve: scale-curve sizes (() : no curve)
 
 
 def check_k(specs: Sequence[MetricSpec], n: int) -> None:
@@ -58,9 +79,53 @@ def measure(spec: MetricSpec, a: np.ndarray, b: np.ndarray) -> float:
   return float(m.fn(a, b, **m.pipeline_options(spec.options())))
 
 
-def _cross(spec, reps, sides):
-  return tuple(CrossValue(a, b, measure(spec, reps[a], reps[b]))
+def measure_calibrated(spec: MetricSpec, a: np.ndarray, b: np.ndarray,
+                       cal: CalibrationParams) -> tuple[float, Calibrated | None]:
+  """``measure`` and, unless ``cal.K == 0``, its permutation test (b's rows permuted).
+  The value is the same call's, so it equals ``measure`` exactly."""
+  if not cal.K:
+    return measure(spec, a, b), None
+  from platonic_jax import metrics  # noqa: PLC0415
+  m = metrics.registry.get(spec.metric)
+  r = metrics.calibrate(a, b, spec.metric, K=cal.K, alpha=cal.alpha, seed=cal.seed,
+                        **m.pipeline_options(spec.options()))
+  return r.observed, Calibrated(r.score, r.p_value, r.tau, r.K)
+
+
+def _cross(spec, reps, sides, cal):
+  return tuple(CrossValue(a, b, *measure_calibrated(spec, reps[a], reps[b], cal))
                for a, b in itertools.combinations(sides, 2))
+
+
+def _to_ref(spec, reps, ref, cal):
+  out = {s: measure_calibrated(spec, r, ref, cal) for s, r in reps.items()}
+  values = {s: v for s, (v, _) in out.items()}
+  tests = {s: c for s, (_, c) in out.items() if c is not None}
+  return values, (tests or None)
+
+
+def curve_sizes(sizes, n: int) -> tuple[int, ...]:
+  """The scale curve's sizes for n rows: those of ``eval.n_curve`` below n, then n."""
+  return tuple(sorted({int(s) for s in sizes if int(s) < n} | {n})) if sizes else ()
+
+
+def scale_curves(params: AlignmentParams, reps, ref) -> tuple[ScaleCurve, ...]:
+  """Each neighbour metric at its configured k (row label == metric) against N."""
+  from platonic_jax import metrics  # noqa: PLC0415
+  out = []
+  for spec in params.metrics:
+    sizes = tuple(s for s in curve_sizes(params.curve, ref.shape[0]) if s > spec.k + 1) \
+        if spec.k is not None else ()
+    if not sizes or spec.label != spec.metric or not metrics.registry.get(
+        spec.metric).is_neighbour:
+      continue
+    per_side = {s: metrics.scale_curve(r, ref, spec.metric, sizes, k=spec.k,
+                                       seed=params.calibration.seed)
+                for s, r in reps.items()}
+    points = tuple(CurvePoint(n, chance, {s: c[i][1] for s, c in per_side.items()})
+                   for i, (n, _, chance) in enumerate(next(iter(per_side.values()))))
+    out.append(ScaleCurve(spec.label, int(spec.k), points))
+  return tuple(out)
 
 
 def frozen_table(params: AlignmentParams, frozen: views.Frozen,
@@ -69,12 +134,14 @@ def frozen_table(params: AlignmentParams, frozen: views.Frozen,
   ref = frozen.get(views.REF, params.views)
   reps = {m: frozen.get(m, params.views) for m in modalities}
   check_k(params.metrics, ref.shape[0])
+  cal = params.calibration
   rows = []
   for spec in params.metrics:
-    to_ref = {m: measure(spec, reps[m], ref) for m in modalities}
+    to_ref, tests = _to_ref(spec, reps, ref, cal)
     avg = float(np.mean([to_ref[m] for m in params.pair]))
-    rows.append(AlignmentRow(spec, to_ref, _cross(spec, reps, modalities), avg))
-  return AlignmentTable(tuple(modalities), params.pair, tuple(rows))
+    rows.append(AlignmentRow(spec, to_ref, _cross(spec, reps, modalities, cal), avg, tests))
+  return AlignmentTable(tuple(modalities), params.pair, tuple(rows),
+                        scale_curves(params, reps, ref))
 
 
 def adapted_table(params: AlignmentParams, frozen: views.Frozen,
@@ -83,8 +150,9 @@ def adapted_table(params: AlignmentParams, frozen: views.Frozen,
   ref = frozen.get(views.REF, params.views)
   reps = views.adapted(embeddings, sides, params.pair, ref.shape[0])
   check_k(params.metrics, ref.shape[0])
+  cal = params.calibration
   rows = []
   for spec in params.metrics:
-    to_ref = {s: measure(spec, r, ref) for s, r in reps.items()}
-    rows.append(AlignmentRow(spec, to_ref, _cross(spec, reps, sides)))
-  return AlignmentTable(tuple(reps), params.pair, tuple(rows))
+    to_ref, tests = _to_ref(spec, reps, ref, cal)
+    rows.append(AlignmentRow(spec, to_ref, _cross(spec, reps, sides, cal), calibrated=tests))
+  return AlignmentTable(tuple(reps), params.pair, tuple(rows), scale_curves(params, reps, ref))

@@ -24,11 +24,23 @@ class MetricSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class Calibrated:
+  """A number's permutation test (Gröger et al. 2026, Algorithm 1; ``metrics.calibrate``):
+  the calibrated score clamp((m − τ)/(1 − τ), 0, 1), p = (1 + #{null ≥ m})/(K + 1), the
+  null threshold τ at level ``eval.calibration_alpha`` and the number K of permutations."""
+  score: float
+  p_value: float
+  tau: float
+  K: int  # noqa: N815 - the paper's name
+
+
+@dataclasses.dataclass(frozen=True)
 class CrossValue:
   """m(K_a, K_b) between two sides (modalities, or their adapted embeddings)."""
   a: str
   b: str
   value: float
+  calibrated: Calibrated | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +49,23 @@ class AlignmentRow:
   to_ref: dict[str, float]        # side -> m(K_side, K_ref), sides in table order
   cross: tuple[CrossValue, ...]   # every pair of modalities
   avg: float | None = None        # frozen table: mean of to_ref over eval.pair
+  calibrated: dict[str, Calibrated] | None = None  # side -> the test of to_ref[side]
+
+
+@dataclasses.dataclass(frozen=True)
+class CurvePoint:
+  """A neighbour metric on the first n samples of one seeded order of the test rows."""
+  n: int
+  chance: float                   # k / (n − 1): mutual k-NN of unrelated neighbour sets
+  to_ref: dict[str, float]        # side -> m(K_side, K_ref) on those n samples
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleCurve:
+  """Alignment against N (Koepke et al. 2026) on nested subsets: ``eval.n_curve``."""
+  label: str                      # the metric's row label
+  k: int
+  points: tuple[CurvePoint, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +75,7 @@ class AlignmentTable:
   sides: tuple[str, ...]
   pair: tuple[str, str]
   rows: tuple[AlignmentRow, ...]
+  curves: tuple[ScaleCurve, ...] = ()
 
   def row(self, label: str) -> AlignmentRow | None:
     return next((r for r in self.rows if r.spec.label == label), None)
@@ -82,6 +112,8 @@ class VerdictEntry:
 class VerdictRow:
   spec: MetricSpec
   entries: dict[str, VerdictEntry]  # representation (eval.pair sides, "mean") -> entry
+  # The same Δ on calibrated scores, s(K_R) − avg(s(K_X), s(K_Y)) (None: calibration off)
+  calibrated: dict[str, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

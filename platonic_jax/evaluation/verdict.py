@@ -12,6 +12,11 @@ resampled test samples for every term of Δ):
 - kernel metrics are recomputed on test sets resampled with replacement (``resample``
   times, each a full evaluation; 0 = off, and the entry says which field turns it on).
 The interval is the percentile interval of the resampled Δ.
+
+The verdict is also stated on calibrated scores (Gröger et al. 2026: each m(K_·, K_ref)
+replaced by its calibrated score against ``calibration.K`` permutations of the
+reference's rows): Δ_cal = s(K_R) − ½ (s(K_X) + s(K_Y)), read from the alignment tables
+when they hold the same tests.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class VerdictParams:
   resample_field: str   # "field=value" that turns the kernel intervals on (named when off)
   ci: float             # interval level
   seed: int
+  calibration: alignment.CalibrationParams = alignment.OFF
 
 
 def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
@@ -114,6 +120,23 @@ def _kernel_row(spec, params, raw, reps, ref, rng, known) -> VerdictRow:
   return VerdictRow(spec, entries)
 
 
+def _calibrated(spec, params, raw, reps, ref, before, after) -> dict[str, float] | None:
+  """Δ on calibrated scores for every representation (None when calibration is off)."""
+  cal = params.calibration
+  if not cal.K:
+    return None
+
+  def score(name, x, table):
+    row = table.row(spec.label) if table is not None else None
+    known = (row.calibrated or {}).get(name) if row is not None else None
+    if known is not None and known.K == cal.K:
+      return known.score
+    return alignment.measure_calibrated(spec, x, ref, cal)[1].score
+
+  base = float(np.mean([score(m, raw[m], before) for m in params.pair]))
+  return {r: score(r, x, after) - base for r, x in reps.items()}
+
+
 def verdict(params: VerdictParams, frozen: views.Frozen, embeddings: Mapping[str, np.ndarray],
             *, before: AlignmentTable | None = None, after: AlignmentTable | None = None
             ) -> Verdict:
@@ -138,15 +161,18 @@ def verdict(params: VerdictParams, frozen: views.Frozen, embeddings: Mapping[str
 
   rows = []
   for spec in params.metrics:
+    cal = _calibrated(spec, params, raw, reps, ref, before, after)
     if metrics.registry.get(spec.metric).is_neighbour:
-      rows.append(_neighbour_row(spec, params, raw, reps, ref, rng, lists))
+      rows.append(dataclasses.replace(
+          _neighbour_row(spec, params, raw, reps, ref, rng, lists), calibrated=cal))
       continue
     known = {}
     if before is not None and before.row(spec.label):
       known.update({f"raw:{m}": before.row(spec.label).to_ref[m] for m in params.pair})
     if after is not None and after.row(spec.label):
       known.update({r: v for r, v in after.row(spec.label).to_ref.items() if r in reps})
-    rows.append(_kernel_row(spec, params, raw, reps, ref, rng, known))
+    rows.append(dataclasses.replace(_kernel_row(spec, params, raw, reps, ref, rng, known),
+                                    calibrated=cal))
   return Verdict(params.pair, float(params.ci), tuple(rows))
 
 

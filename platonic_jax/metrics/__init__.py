@@ -4,6 +4,8 @@ JAX programs that never build an N x N matrix.
     from platonic_jax import metrics
     metrics.mutual_knn(a, b, k=10)        # a: [N, Da], b: [N, Db] -> float
     metrics.score(a, b, "cka")            # [L, N, D] inputs: max over layer pairs
+    metrics.calibrate(a, b, "cka", K=200)  # permutation null: .score, .p_value, .tau
+    metrics.score(a, b, "cka", calibrate=True)   # the max over layer pairs, calibrated
     python -m platonic_jax.metrics A.npy B.npy --metric=mutual_knn --k=10 --json
 
 Definitions follow the reference release (Huh et al. 2024, ``minyoungg/platonic-rep``
@@ -20,7 +22,14 @@ import numpy as np
 
 from platonic_jax.metrics import _checks, registry, tiling
 from platonic_jax.metrics import knn
+from platonic_jax.metrics.calibration import (Calibration, calibrate, calibrate_layers,
+                                              permutations)
+from platonic_jax.metrics.cca_family import linear_regression, mean_cca, pwcca, rv
 from platonic_jax.metrics.kernels import cka, cknna, svcca, unbiased_cka
+from platonic_jax.metrics.neighbourhood import knn_jaccard, rank_similarity, second_order_cosine
+from platonic_jax.metrics.rdms import rsa
+from platonic_jax.metrics.scale import scale_curve
+from platonic_jax.metrics.shape import procrustes, shape_metric
 from platonic_jax.metrics.knn import (
     cycle_knn, edit_distance_knn, lcs_knn, mutual_knn, nearest_neighbors)
 from platonic_jax.metrics.registry import NEIGHBOUR_METRICS, Metric
@@ -28,9 +37,12 @@ from platonic_jax.metrics.registry import NEIGHBOUR_METRICS, Metric
 # name -> function (the public API); the records with everything else are registry.REGISTRY.
 METRICS: dict[str, Callable[..., float]] = {n: m.fn for n, m in registry.REGISTRY.items()}
 
-__all__ = ["METRICS", "Metric", "NEIGHBOUR_METRICS", "cka", "cknna", "cycle_knn",
-           "edit_distance_knn", "lcs_knn", "mutual_knn", "nearest_neighbors", "prepare",
-           "registry", "score", "svcca", "tiling", "unbiased_cka"]
+__all__ = ["METRICS", "Calibration", "Metric", "NEIGHBOUR_METRICS", "calibrate",
+           "calibrate_layers", "cka", "cknna", "cycle_knn", "edit_distance_knn", "knn_jaccard",
+           "lcs_knn", "linear_regression", "mean_cca", "mutual_knn", "nearest_neighbors",
+           "permutations", "prepare", "procrustes", "pwcca", "rank_similarity", "registry",
+           "rsa", "rv", "scale_curve", "score", "second_order_cosine", "shape_metric", "svcca",
+           "tiling", "unbiased_cka"]
 
 
 def prepare(feats, q: float = 0.95, exact: bool = False) -> np.ndarray:
@@ -83,7 +95,11 @@ def _layers(x, name: str) -> np.ndarray:
   return arr
 
 
-def score(a, b, metric: str = "mutual_knn", *, normalize: bool = True, **kw):
+CALIBRATION_OPTIONS = ("K", "alpha", "smax", "seed", "perms")
+
+
+def score(a, b, metric: str = "mutual_knn", *, normalize: bool = True,
+          calibrate: bool = False, **kw):
   """Alignment of a and b as the Platonic protocol measures it: best over layer pairs.
 
   a: [N, Da] or [La, N, Da]; b: [N, Db] or [Lb, N, Db] (same N). Rows are
@@ -94,15 +110,26 @@ def score(a, b, metric: str = "mutual_knn", *, normalize: bool = True, **kw):
   Difference from the reference ``compute_score``: it starts from best = 0 and returns
   (0, None) when no pair scores above 0; here the true maximum and its pair are
   returned. Apply ``prepare`` first for the reference's outlier clamp.
+
+  ``calibrate=True``: the layer-aware form (Gröger et al. 2026, Algorithm 2): the max
+  over layer pairs calibrated against row permutations of b applied to every layer of b
+  at once; returns ``calibrate_layers``' record (``.observed`` is the best value,
+  ``.pair`` its layers, ``.score`` / ``.p_value`` / ``.tau``); ``K``, ``alpha``, ``smax``,
+  ``seed``, ``perms`` go to it.
   """
   record = registry.get(metric)
   la, lb = _layers(a, "a"), _layers(b, "b")
+  cal = {o: kw.pop(o) for o in CALIBRATION_OPTIONS if o in kw}
+  if cal and not calibrate:
+    raise ValueError(f"{sorted(cal)} are options of the calibration: pass calibrate=True")
   if la.shape[1] != lb.shape[1]:
     raise ValueError(
         f"a and b must have the same number of samples: got a {la.shape} and b {lb.shape} "
         "(layer-wise inputs are [L, N, D])")
   if normalize:
     la, lb = _l2_normalize(la), _l2_normalize(lb)
+  if calibrate:
+    return calibrate_layers(la, lb, metric, agg="max", **cal, **kw)
   values = np.empty((la.shape[0], lb.shape[0]))
   unknown = set(kw) - set(record.options)
   if unknown:

@@ -1,6 +1,7 @@
 """Command line: alignment of two saved feature arrays, the Platonic protocol.
 
     python -m platonic_jax.metrics A.npy B.npy --metric=mutual_knn --k=10 [--q=0.95] [--json]
+    python -m platonic_jax.metrics A.npy B.npy --metric=cka --calibrate=200   # + p, calibrated
 
 A.npy / B.npy: [N, D] or layer-wise [L, N, D] float arrays, row i of both = sample i.
 Features are outlier-clamped (``prepare``, quantile ``--q``; ``--q=1`` turns it off),
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
                  help="rows per block (speed / memory only)")
   p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                  help="k-NN similarity precision (bf16: opt-in, faster on matrix units)")
+  p.add_argument("--calibrate", type=int, default=0, metavar="K",
+                 help="also calibrate the best-layer-pair value against K permutations "
+                 "(Gröger et al. 2026, Algorithm 2; 0 = off)")
+  p.add_argument("--alpha", type=float, default=0.05, help="calibration level")
+  p.add_argument("--seed", type=int, default=0, help="seed of the permutations")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   return p
 
@@ -68,15 +74,25 @@ def main(argv=None) -> int:
     if a.shape[-2] != b.shape[-2]:
       raise ValueError(f"{args.a} has {a.shape[-2]} samples (shape {a.shape}) but {args.b} has "
                        f"{b.shape[-2]} (shape {b.shape}); row i of both must be sample i")
-    value, (i, j) = metrics.score(a, b, args.metric, normalize=args.normalize, **kw)
+    cal = None
+    if args.calibrate:
+      cal = metrics.score(a, b, args.metric, normalize=args.normalize, calibrate=True,
+                          K=args.calibrate, alpha=args.alpha, seed=args.seed, **kw)
+      value, (i, j) = cal.observed, cal.pair
+    else:
+      value, (i, j) = metrics.score(a, b, args.metric, normalize=args.normalize, **kw)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  extra = {} if cal is None else {"calibrated": cal.score, "p_value": cal.p_value,
+                                  "tau": cal.tau, "K": cal.K}
   if args.json:
     print(json.dumps({"metric": args.metric, "value": value, "layers": [i, j],
-                      "n": int(a.shape[-2]), "q": args.q, **kw}))
+                      "n": int(a.shape[-2]), "q": args.q, **kw, **extra}))
   else:
-    print(f"{args.metric} = {value:.6f} (layers a[{i}], b[{j}])")
+    print(f"{args.metric} = {value:.6f} (layers a[{i}], b[{j}])" + (
+        "" if cal is None else f"; calibrated {cal.score:.6f}, p = {cal.p_value:.4g}, "
+        f"tau = {cal.tau:.6f} (K = {cal.K}, max over layer pairs inside the null)"))
   return 0
 
 

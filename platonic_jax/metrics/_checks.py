@@ -45,6 +45,39 @@ def pair(a, b) -> tuple[np.ndarray, np.ndarray]:
   return a, b
 
 
+SPREAD_RTOL = 1e-5  # below this fraction of their RMS norm, rows are one point up to fp32
+
+
+def check_spread(x: np.ndarray, name: str, metric: str) -> None:
+  """Raises ValueError when the rows of ``x`` [N, D] are (nearly) one point.
+
+  Scale-aware: the RMS distance of the rows to their mean is compared with their RMS
+  norm, so features far from the origin that barely vary (a collapsed encoder, one row
+  repeated) are caught at any scale, and small features that do vary are not. Below
+  ``SPREAD_RTOL`` every kernel of ``x`` is constant up to float32 rounding, and a metric
+  would measure that rounding (RBF CKA gave 0.448 for one row repeated 300 times).
+  """
+  mean = x.mean(0, dtype=np.float64)
+  sq = sum(float(np.sum(np.square(x[i:i + 8192], dtype=np.float64)))
+           for i in range(0, len(x), 8192)) / len(x)
+  spread = max(sq - float(mean @ mean), 0.0)
+  if not spread > (SPREAD_RTOL ** 2) * sq:
+    rel = np.sqrt(spread / sq) if sq > 0 else 0.0
+    raise ValueError(
+        f"{metric} is undefined: the rows of {name} are (nearly) all the same point (their "
+        f"spread is {rel:.2g} of their norm, below {SPREAD_RTOL:g}), so every kernel of "
+        f"{name} is constant; check the encoder or layer that made them (a collapsed "
+        "representation), or drop the duplicated samples")
+
+
+def kernel_pair(a, b, metric: str) -> tuple[np.ndarray, np.ndarray]:
+  """``pair`` plus ``check_spread`` of both sides: the checks of every kernel metric."""
+  a, b = pair(a, b)
+  check_spread(a, "a", metric)
+  check_spread(b, "b", metric)
+  return a, b
+
+
 def check_k(k, n: int, *, minimum: int = 1, name: str = "k") -> int:
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
     raise ValueError(f"{name} must be an integer number of neighbours, got {k!r}")

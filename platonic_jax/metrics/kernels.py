@@ -130,6 +130,13 @@ def _row_stats(a, b, mode, mesh):
   return _rows_program(mesh, mode, chunk)(a_pad, b_pad, np.float32(n))
 
 
+def centred_grams(a, b, mesh=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(A_cᵀA_c, B_cᵀB_c, A_cᵀB_c) of the column-centred features, float64 numpy
+  [Da, Da], [Db, Db], [Da, Db]: the row-sharded fp32 sums of ``cka``. What every
+  feature-space measure (Procrustes, shape metrics, CCA, regression, RV) starts from."""
+  return tuple(np.asarray(g, np.float64) for g in _row_stats(a, b, "center", mesh))
+
+
 def _hsic_u(tr, sum_k, sum_l, cross, n):
   """Song et al. (2012) eq. 5 from its four sums, in float64."""
   n = float(n)
@@ -208,6 +215,15 @@ def _rbf_program(mesh, t: int):
   return run
 
 
+def _centred(x: np.ndarray) -> np.ndarray:
+  """Columns minus their float64 mean, float32, in row chunks (no float64 copy)."""
+  mean = x.mean(0, dtype=np.float64)
+  out = np.empty_like(x)
+  for i in range(0, len(x), ROW_CHUNK):
+    out[i:i + ROW_CHUNK] = x[i:i + ROW_CHUNK] - mean
+  return out
+
+
 def _cka_rbf(a, b, sigma, tile, mesh):
   if not (np.isfinite(sigma) and sigma > 0):
     raise ValueError(f"sigma must be a positive finite RBF bandwidth, got {sigma!r}")
@@ -215,6 +231,11 @@ def _cka_rbf(a, b, sigma, tile, mesh):
   n = a.shape[0]
   t = tiling.effective_tile(n, _checks.check_tile(tile))
   pi, pj, ok = tiling.block_pairs(-(-n // t), mesh.devices.size)
+  # RBF kernels see differences only: centred columns keep |x_i - x_j|^2 = q_i + q_j -
+  # 2 x_i.x_j from cancelling in fp32 for features far from the origin (it once left
+  # fp32 noise on the off-diagonal of a constant kernel whose diagonal is exactly 1).
+  a, b = _centred(a), _centred(b)
+
   def typical(x):  # exp(-E|x_i - x_j|^2 / 2 sigma^2), E over all pairs, in float64
     # Row chunks: no float64 copy of the whole feature matrix.
     sq = sum(float(np.sum(np.square(x[i:i + ROW_CHUNK], dtype=np.float64)))
@@ -223,6 +244,12 @@ def _cka_rbf(a, b, sigma, tile, mesh):
     return np.exp(-mean_d2 / (2.0 * sigma ** 2))
 
   shift = np.array([typical(a), typical(b)], np.float32)
+  for name, x, tv in (("a", a, shift[0]), ("b", b, shift[1])):
+    if not -np.log(max(float(tv), 1e-300)) > 1e-5:
+      raise ValueError(
+          f"cka(kernel='rbf'): sigma={sigma:g} is so large against the spread of {name} "
+          "that every kernel entry is 1 up to float32 rounding (mean |x_i - x_j|^2 / "
+          "2 sigma^2 < 1e-5); use a smaller sigma (e.g. the median distance)")
   sums, rk, rl = _rbf_program(mesh, t)(a, b, pi, pj, ok,
                                         np.float32(1.0 / (2.0 * sigma ** 2)), shift)
   kl, kk, ll = np.asarray(sums, np.float64).reshape(-1, 3).sum(0)
@@ -255,6 +282,9 @@ def cka(a, b, kernel: str = "linear", sigma: float = 1.0, *, tile: int = tiling.
   a, b = _checks.pair(a, b)
   if a.shape[0] < 2:
     raise ValueError(f"cka needs at least 2 samples, got N = {a.shape[0]}")
+  name = "cka" if kernel != "rbf" else "cka(kernel='rbf')"
+  _checks.check_spread(a, "a", name)
+  _checks.check_spread(b, "b", name)
   if kernel == "rbf":
     return float(_cka_rbf(a, b, float(sigma), tile, mesh))
   if kernel != "linear":
@@ -275,7 +305,7 @@ def unbiased_cka(a, b, *, mesh=None) -> float:
   a: [N, Da], b: [N, Db], N >= 4. Difference from the reference: no +1e-6 in the
   denominator; a non-positive HSIC_u(K, K) raises ValueError instead of giving NaN.
   """
-  a, b = _checks.pair(a, b)
+  a, b = _checks.kernel_pair(a, b, "unbiased_cka")
   n = a.shape[0]
   _checks.check_min_n(n, 4, "unbiased_cka")
   s = np.asarray(_row_stats(a, b, "unbiased", mesh), np.float64)
@@ -336,22 +366,45 @@ def cknna(a, b, k: int | None = 10, *, tile: int = tiling.DEFAULT_TILE, mesh=Non
   ``topk < 2`` before replacing None and raises TypeError); no +1e-6 in the denominator;
   ties toward the lower index (torch.topk leaves them unspecified).
   """
-  a, b = _checks.pair(a, b)
+  a, b = _checks.kernel_pair(a, b, "cknna")
   n = a.shape[0]
   _checks.check_min_n(n, 4, "cknna")
   k = n - 1 if k is None else k
   k = _checks.check_k(k, n, minimum=2)
-  va, ia = knn_lib.nearest_neighbors(a, k, tile=tile, mesh=mesh)
-  vb, ib = knn_lib.nearest_neighbors(b, k, tile=tile, mesh=mesh)
-  batch = max(1, min(n, (1 << 24) // (k * k)))  # bounds the [batch, k, k] compare
-  mask, lv = _masked_values(ia, va, ib, vb, batch)
-  ones = jnp.ones_like(mask)
+  va, ia = cknna_lists(a, k, "a", tile=tile, mesh=mesh)
+  vb, ib = cknna_lists(b, k, "b", tile=tile, mesh=mesh)
+  mask, lv = _masked_values(ia, va, ib, vb, cknna_batch(n, k))
   # HSIC_u of the masked kernels from their four sums, combined in float64 on the host.
-  hsic = lambda *args: _hsic_u(*(float(v) for v in _sparse_hsic_sums(*args)), n)
-  kl = hsic(ia, mask, va, lv)
-  kk = hsic(ia, ones, va, va)
-  ll = hsic(ib, ones, vb, vb)
-  return float(kl / _checks.positive_denominator(kk, ll, "cknna"))
+  kl = _hsic_u(*(float(v) for v in _sparse_hsic_sums(ia, mask, va, lv)), n)
+  return float(kl / cknna_denominator(ia, va, ib, vb, n))
+
+
+def cknna_batch(n: int, k: int) -> int:
+  return max(1, min(n, (1 << 24) // (k * k)))  # bounds the [batch, k, k] compare
+
+
+def cknna_denominator(ia, va, ib, vb, n: int) -> float:
+  """sqrt(sim(K, K) sim(L, L)): each side masked by its own neighbours (permutation
+  invariant, so the nulls reuse it)."""
+  ones = jnp.ones(ia.shape, bool)
+  kk = _hsic_u(*(float(v) for v in _sparse_hsic_sums(ia, ones, va, va)), n)
+  ll = _hsic_u(*(float(v) for v in _sparse_hsic_sums(ib, ones, vb, vb)), n)
+  return _checks.positive_denominator(kk, ll, "cknna")
+
+
+def cknna_lists(x, k: int, name: str, *, tile, mesh):
+  """The k nearest neighbours (sims, idx) CKNNA masks with; ValueError when every
+  row's k + 1 best similarities tie (then the mask, and CKNNA, would be set by the tie
+  rule alone: e.g. orthogonal one-hot rows)."""
+  n = x.shape[0]
+  kk = min(k + 1, n - 1)
+  v, i = knn_lib.nearest_neighbors(x, kk, tile=tile, mesh=mesh)
+  if bool(jnp.all(v[:, 0] == v[:, kk - 1])):
+    raise ValueError(
+        f"cknna is undefined for {name}: every sample's {kk} most similar samples are "
+        "equally similar, so which k are its neighbours is set by the tie rule alone; "
+        "the features carry no neighbourhood structure (check the encoder or layer)")
+  return v[:, :k], i[:, :k]
 
 
 def _one_blas_thread():
@@ -363,6 +416,18 @@ def _one_blas_thread():
   except ImportError:
     return contextlib.nullcontext()
   return threadpool_limits(1)
+
+
+def host_svd(m, **kw):
+  """np.linalg.svd with one BLAS thread (see ``_one_blas_thread``); m may be batched."""
+  with _one_blas_thread():
+    return np.linalg.svd(m, **kw)
+
+
+def host_eigh(g):
+  """np.linalg.eigh with one BLAS thread."""
+  with _one_blas_thread():
+    return np.linalg.eigh(g)
 
 
 def svcca(a, b, cca_dim: int = 10, *, cap_rank: bool = False, mesh=None) -> float:
@@ -382,7 +447,18 @@ def svcca(a, b, cca_dim: int = 10, *, cap_rank: bool = False, mesh=None) -> floa
   CCA plus 1e-10 noise; here the SVD and the canonical correlations are exact and
   deterministic (the value the reference approximates).
   """
-  a, b = _checks.pair(a, b)
+  pa, pb, gab = svcca_directions(a, b, cca_dim, cap_rank=cap_rank, mesh=mesh)
+  # U_a^T U_b = S_a^-1 V_a^T (Z_a^T Z_b) V_b S_b^-1: [c, Da] x [Da, Db] x [Db, c] -> [c, c]
+  rho = np.linalg.svd(pa.T @ gab @ pb, compute_uv=False)
+  return float(np.mean(np.clip(rho, 0.0, 1.0)))
+
+
+def svcca_directions(a, b, cca_dim: int, *, cap_rank: bool = False, mesh=None):
+  """SVCCA's kept directions: (P_a [Da, c], P_b [Db, c], Z_aᵀZ_b [Da, Db] float64) with
+  U_a = Z_a P_a the top-c left singular vectors of the z-scored a (``svcca``'s checks
+  and rank caps). The permutation nulls reuse P_a, P_b: SVCCA of b[π] is the mean
+  singular value of U_aᵀ P U_b."""
+  a, b = _checks.kernel_pair(a, b, "svcca")
   n = a.shape[0]
   if isinstance(cca_dim, bool) or not isinstance(cca_dim, (int, np.integer)) or cca_dim < 1:
     raise ValueError(f"cca_dim must be a positive integer, got {cca_dim!r}")
@@ -415,7 +491,4 @@ def svcca(a, b, cca_dim: int = 10, *, cap_rank: bool = False, mesh=None) -> floa
           f"{np.sqrt(np.maximum(w, 0))}); use a smaller cca_dim")
     c = min(ra, rb)
     wa, va, wb, vb = wa[:c], va[:, :c], wb[:c], vb[:, :c]
-  # U_a^T U_b = S_a^-1 V_a^T (Z_a^T Z_b) V_b S_b^-1: [c, Da] x [Da, Db] x [Db, c] -> [c, c]
-  m = (va.T @ gab @ vb) / np.sqrt(wa)[:, None] / np.sqrt(wb)[None, :]
-  rho = np.linalg.svd(m, compute_uv=False)
-  return float(np.mean(np.clip(rho, 0.0, 1.0)))
+  return va / np.sqrt(wa)[None, :], vb / np.sqrt(wb)[None, :], gab

@@ -228,6 +228,21 @@ def common_counts(idx_a, idx_b):
 
 
 @jax.jit
+def permuted_common_counts(idx_a, idx_b, perm):
+  """common_counts of idx_a and the lists of b[perm], without building those lists.
+
+  j ∈ N_A(i) is a neighbour of i in b[π] iff π_j ∈ N_B(π_i): compare π[idx_a] with
+  idx_b[π] ([N, k, k] equalities; ~6x cheaper on CPU than relabelling and sorting)."""
+  targets, lists = perm[idx_a], idx_b[perm]  # [N, k] each
+  return jnp.sum(jnp.any(targets[:, :, None] == lists[:, None, :], axis=2), axis=1)
+
+
+def mutual_null(idx_a, idx_b, perm):
+  """mutual_knn of (a, b[perm]) from the lists of a and b (the permutation null)."""
+  return jnp.mean(permuted_common_counts(idx_a, idx_b, perm) / idx_a.shape[1])
+
+
+@jax.jit
 def cycle_hits(idx_a, idx_b):
   """1[i in ∪_{j in N_B(i)} N_A(j)] of each row, [N] bool: B's neighbours, then theirs in A."""
   n = idx_a.shape[0]

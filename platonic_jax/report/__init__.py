@@ -6,8 +6,9 @@
 display names (``Labels``: the reference's name, what made each source, the data).
 Writes into ``<workdir>/report/``: ``report.json`` (every number, the config, the stage
 keys, package versions, devices), ``report.md`` (tables), ``alignment.png``,
-``mutual_knn_vs_k.png``, ``recall.png`` (when there is retrieval) and ``train_loss.png``
-(when there is a training log). report.json and report.md are written atomically.
+``mutual_knn_vs_k.png``, ``scale_curve.png`` (when there are scale curves),
+``recall.png`` (when there is retrieval) and ``train_loss.png`` (when there is a
+training log). report.json and report.md are written atomically.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def write_report(results: Results, labels: Labels, workdir: str, *,
   workdir_lib.atomic_write_bytes(paths["md"], markdown(results, labels).encode())
   figures.alignment(results, labels, paths["alignment"])
   figures.mutual_knn_vs_k(results, labels, paths["mutual_knn_vs_k"])
+  if results.before.curves:
+    paths["scale_curve"] = os.path.join(out_dir, "scale_curve.png")
+    figures.scale_curve(results, labels, paths["scale_curve"])
   if any(sp.retrieval for sp in results.spaces):
     paths["recall"] = os.path.join(out_dir, "recall.png")
     figures.recall(results, paths["recall"])

@@ -83,6 +83,32 @@ def mutual_knn_vs_k(res: Results, labels: Labels, path: str) -> None:
   plt.close(fig)
 
 
+def scale_curve(res: Results, labels: Labels, path: str) -> None:
+  """Each neighbour metric against N (frozen sides, trained sides), chance k/(N − 1)."""
+  plt = _plt()
+  curves = res.before.curves
+  fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+  trained = res.space("trained")
+  after = {c.label: c for c in (trained.alignment.curves if trained and trained.alignment
+                                else ())}
+  for ax, c in zip(axes[0], curves):
+    ns = [p.n for p in c.points]
+    for side in c.points[0].to_ref:
+      ax.plot(ns, [p.to_ref[side] for p in c.points], "o--", label=f"{side} (frozen)")
+    for side in (res.pair[0], "mean") if c.label in after else ():
+      pts = after[c.label].points
+      ax.plot([p.n for p in pts], [p.to_ref[side] for p in pts], "s-", label=f"trained: {side}")
+    ax.plot(ns, [p.chance for p in c.points], "k:", label="chance k/(N−1)")
+    ax.set_xscale("log")
+    ax.set_xlabel("N (nested subsets of the test rows)")
+    ax.set_ylabel(f"{c.label} with {labels.reference}")
+    ax.set_title(f"{c.label} (k = {c.k}) against N")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def train_loss(res: Results, path: str) -> None:
   plt = _plt()
   fig, ax = plt.subplots(figsize=(5.5, 3.6))

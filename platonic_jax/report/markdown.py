@@ -29,7 +29,7 @@ def before_table(t: AlignmentTable, labels: Labels) -> list[str]:
   return ["## Alignment before training (test split)", "",
           "m(K_mod, K_ref) for each frozen modality, their average over eval.pair (the "
           "right-hand side of the hypothesis), and the cross-modal m(K_a, K_b).", "",
-          table(hdr, rows), ""]
+          table(hdr, rows), ""] + calibration_table(t, labels) + curve_table(t, labels)
 
 
 def after_table(t: AlignmentTable, before: AlignmentTable, labels: Labels) -> list[str]:
@@ -41,8 +41,40 @@ def after_table(t: AlignmentTable, before: AlignmentTable, labels: Labels) -> li
     rows.append([r.spec.label] + [fmt(r.to_ref[s]) for s in t.sides]
                 + [fmt(c.value) for c in r.cross] + [fmt(b.avg if b else None)])
   x, y = t.pair
-  return [f"m(K_R, K_ref) for R = each adapted side and `mean` (the normalised mean of the "
-          f"{x} and {y} sides); then the cross-modal m(W_a A, W_b B).", "", table(hdr, rows), ""]
+  return ([f"m(K_R, K_ref) for R = each adapted side and `mean` (the normalised mean of the "
+           f"{x} and {y} sides); then the cross-modal m(W_a A, W_b B).", "", table(hdr, rows),
+           ""] + calibration_table(t, labels) + curve_table(t, labels))
+
+
+def _test(c) -> str:
+  """A calibrated number's cell: "score (p=…)"; "–" without a test."""
+  return "–" if c is None else f"{fmt(c.score)} (p={fmt(c.p_value)})"
+
+
+def calibration_table(t: AlignmentTable, labels: Labels) -> list[str]:
+  """Calibrated score and permutation p-value of every number of an alignment table."""
+  if not any(r.calibrated for r in t.rows):
+    return []
+  ref = labels.reference
+  k = next(c.K for r in t.rows for c in (r.calibrated or {}).values())
+  hdr = ["metric"] + [f"{s}↔{ref}" for s in t.sides] + _cross_header(t)
+  rows = [[r.spec.label] + [_test((r.calibrated or {}).get(s)) for s in t.sides]
+          + [_test(c.calibrated) for c in r.cross] for r in t.rows]
+  return [f"Calibrated against {k} permutations of the second side's rows (Gröger et al. "
+          "2026): score = clamp((m − τ)/(1 − τ), 0, 1), τ the null's threshold; p = (1 + "
+          "#{null ≥ m})/(K + 1).", "", table(hdr, rows), ""]
+
+
+def curve_table(t: AlignmentTable, labels: Labels) -> list[str]:
+  """The scale curves: each neighbour metric against N, with the chance level."""
+  out = []
+  for c in t.curves:
+    sides = list(c.points[0].to_ref) if c.points else []
+    hdr = ["N", f"chance k/(N−1)"] + [f"{s}↔{labels.reference}" for s in sides]
+    rows = [[p.n, fmt(p.chance)] + [fmt(p.to_ref[s]) for s in sides] for p in c.points]
+    out += [f"{c.label} (k = {c.k}) against N, nested subsets of the test rows "
+            "(`scale_curve.png`):", "", table(hdr, rows), ""]
+  return out
 
 
 def verdict_table(v: Verdict) -> list[str]:
@@ -51,6 +83,7 @@ def verdict_table(v: Verdict) -> list[str]:
   out = [f"**Verdict** (Δ = m(K_R, K_ref) − avg(m(K_{x}, K_ref), m(K_{y}, K_ref)); "
          f"{lvl}% bootstrap interval over test samples):", ""]
   rows = []
+  calibrated = any(r.calibrated for r in v.rows)
   for r in v.rows:
     for rep in ("mean", x, y):
       e = r.entries.get(rep)
@@ -58,9 +91,18 @@ def verdict_table(v: Verdict) -> list[str]:
         continue
       ci = (f"[{fmt(e.interval.low, 4)}, {fmt(e.interval.high, 4)}]" if e.interval
             else e.off)
-      rows.append([r.spec.label, rep, fmt(e.delta, 4), ci, fmt(e.holds),
-                   fmt(e.significant) if e.significant is not None else "–"])
-  return out + [table(["metric", "R", "Δ", f"{lvl}% CI", "Δ > 0", "CI > 0"], rows), ""]
+      row = [r.spec.label, rep, fmt(e.delta, 4), ci, fmt(e.holds),
+             fmt(e.significant) if e.significant is not None else "–"]
+      if calibrated:
+        dc = (r.calibrated or {}).get(rep)
+        row += [fmt(dc, 4), fmt(None if dc is None else dc > 0)]
+      rows.append(row)
+  hdr = ["metric", "R", "Δ", f"{lvl}% CI", "Δ > 0", "CI > 0"]
+  if calibrated:
+    hdr += ["Δ calibrated", "Δ cal > 0"]
+    out[0] += (" Δ calibrated: the same difference of the calibrated scores (each "
+               "m(K_·, K_ref) against its permutation null).")
+  return out + [table(hdr, rows), ""]
 
 
 def retrieval_table(ret: Retrieval) -> list[str]:
@@ -124,6 +166,8 @@ def markdown(res: Results, labels: Labels) -> str:
             f"{fmt(last.loss, 4)} (step {last.step}). See `train_loss.png`.", ""]
   out += ["## Figures", "", "![alignment](alignment.png)", "",
           "![mutual kNN vs k](mutual_knn_vs_k.png)", ""]
+  if res.before.curves:
+    out += ["![alignment against N](scale_curve.png)", ""]
   if any(sp.retrieval for sp in res.spaces):
     out += ["![recall](recall.png)", ""]
   if res.history:

@@ -23,8 +23,13 @@ def summary(res: Results, labels: Labels) -> str:
       tag = ("HOLDS (significant)" if e.significant else "holds" if e.holds else "fails")
       ci = (f"[{fmt(e.interval.low, 4)}, {fmt(e.interval.high, 4)}]" if e.interval
             else "interval " + e.off)
-      lines.append(f"  {r.spec.label:<18} Δ={e.delta:+.4f} {ci}  {tag}")
+      cal = (r.calibrated or {}).get("mean")
+      cal = "" if cal is None else f"  calibrated Δ={cal:+.4f} ({'holds' if cal > 0 else 'fails'})"
+      lines.append(f"  {r.spec.label:<18} Δ={e.delta:+.4f} {ci}  {tag}{cal}")
     lines.append(f"  -> significant for {n_sig}/{len(v.rows)} metrics")
+    if any(r.calibrated for r in v.rows):
+      n_cal = sum(bool((r.calibrated or {}).get("mean", 0) > 0) for r in v.rows)
+      lines.append(f"  -> on calibrated scores it holds for {n_cal}/{len(v.rows)} metrics")
   for proto in (trained.retrieval.protocols if trained and trained.retrieval else ()):
     lines.append(f"retrieval {proto.name}: " + "; ".join(
         f"{d.query}→{d.gallery} R@" + "/".join(str(k) for k in sorted(d.ranks.recall)) + " = "
