@@ -7,6 +7,15 @@ docs/configuration.md documents every field (a test checks the two agree), and
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+
+def modality(encoder="", layer=-1, pool=""):
+  """One ``modalities.<name>`` block. ``layer`` takes an int or "auto" (chosen by mutual
+  k-NN, docs/training.md), hence a field of any type (``--config...layer=auto`` or ``=5``)."""
+  return ml_collections.ConfigDict(dict(
+      encoder=encoder, layer=config_dict.FieldReference(layer, field_type=object),
+      pool=pool))
 
 
 def get_config():
@@ -35,14 +44,21 @@ def get_config():
           class_sep=1.0,         # std of the class means / within-class std of z
           nuisance_scale=1.5,    # std of each modality's private nuisance factors
           mlp_hidden=256,        # hidden width of the random MLP maps
+          num_layers=0,          # > 0: every modality view also has this many "layers"
+          aligned_layer=1,       # the layer the construction makes most aligned
       )),
   ))
 
   # One block per modality. `encoder`: hub id / local dir; "" = features come straight
   # from the data (the synthetic world).
-  c.modalities = ml_collections.ConfigDict(dict(
-      image=ml_collections.ConfigDict(dict(encoder="", layer=-1, pool="")),
-      text=ml_collections.ConfigDict(dict(encoder="", layer=-1, pool="")),
+  c.modalities = ml_collections.ConfigDict(dict(image=modality(), text=modality()))
+  # modalities.<m>.layer = "auto": the layer with the highest mutual k-NN with the other
+  # modality on a sample of training pairs (STRUCTURE's rule).
+  c.layer_choice = ml_collections.ConfigDict(dict(
+      samples=5000,              # training pairs sampled (seeded by `seed`)
+      k_rule="rice",             # k of mutual k-NN: "rice" ceil(2 n^(1/3)), "sqrt",
+                                 # "sturges" ceil(log2 n + 1), or "fixed" (= k)
+      k=10,
   ))
   c.reference = ml_collections.ConfigDict(dict(name="reference", encoder="",
                                                modality="image", layer=-1, pool=""))
@@ -50,11 +66,12 @@ def get_config():
                                               text_max_length=64))
 
   c.adapter = ml_collections.ConfigDict(dict(
-      kind="linear",             # "linear" (seed 000) or "mlp"
+      kind="linear",             # "linear" (seed 000), "mlp" or "glu" (SAIL)
       dim=128,                   # d_e, the shared space
       bias=False,                # linear adapter bias
-      mlp_hidden=256,            # MLP head: hidden width
-      dropout=0.0,               # MLP head: dropout
+      mlp_hidden=256,            # MLP / GLU head: hidden width
+      dropout=0.0,               # MLP / GLU head: dropout
+      identity="",               # a modality left unadapted (LiT-style); "" = none
   ))
   c.loss = ml_collections.ConfigDict(dict(
       name="clip",               # "clip" (symmetric InfoNCE), "clip_one_way", "siglip"
@@ -67,6 +84,17 @@ def get_config():
       pairs="all",
       anchor="image",
       siglip_bias=-10.0,         # SigLIP logit bias (its init when learn_tau)
+      positives="chosen",        # "chosen" caption, or "all_captions" of each image
+      structure_weight=0.0,      # STRUCTURE regulariser λ (0 = off)
+      structure_levels=1,        # its random-walk levels L
+      structure_tau=0.07,        # its similarity temperature τ_s
+  ))
+  # Circular heads (seed 002): MLPs mapping modality to modality around a cycle.
+  c.cycle = ml_collections.ConfigDict(dict(
+      modalities=(),             # the cycle's order, e.g. ("audio", "image", "text"); () off
+      hidden=256,                # hidden width of each head
+      weight=1.0,                # cycle-consistency term
+      hop_weight=1.0,            # contrastive term of each hop
   ))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1_000,
@@ -99,6 +127,9 @@ def get_config():
       calibration_K=200,         # permutations of each alignment number's null; 0 = off
       calibration_alpha=0.05,    # level of the null threshold tau of the calibrated scores
       n_curve=(250, 500, 1000, 2000, 5000, 10000),  # scale-curve sizes (then all rows)
+      asif_k=800,                # ASIF: top-k anchors kept (capped by the anchors)
+      asif_p=8.0,                # ASIF: power of the kept similarities
+      gap_temperatures=(),       # modality gap vs temperature: one extra training each
   ))
   c.features = ml_collections.ConfigDict(dict(
       chunk_size=4096,           # rows per resumable chunk of an extraction in progress

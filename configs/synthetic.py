@@ -37,7 +37,7 @@ def get_config(arg=None):
     c.eval.n_curve = (64, 128)
   if "audio" in options:
     s.dims.audio = 40 if tiny else 384
-    c.modalities.audio = dict(encoder="", layer=-1, pool="")
+    c.modalities.audio = default.modality()
     c.loss.pairs = "anchor"
     c.loss.anchor = "image"
   c.lock()

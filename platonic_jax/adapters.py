@@ -4,6 +4,15 @@
 - ``kind="linear"``: seed 000's ``W_m`` (``r = W_m x``; optional bias).
 - ``kind="mlp"``: a post-hoc alignment head (seed 002): Dense(hidden) → GELU (erf) →
   dropout → Dense(E).
+- ``kind="glu"``: SAIL's gated MLP (Zhang et al., "Assessing and Learning Alignment of
+  Unimodal Vision and Language Models", CVPR 2025, arXiv 2412.04616; its code's
+  ``AlignmentLayer`` with ``linear_type="star"``: a LayerNorm on the inputs, then
+  ``StarMLP``): LayerNorm(x) → ReLU6(W_g x) ⊙ (W_v x) (both clamped to ±1e3 as SAIL does)
+  → dropout → W_o (E); Xavier-uniform kernels, zero biases (SAIL's init). SAIL's hidden
+  width is 8·D (``width_factor``); here it is ``adapter.mlp_hidden``.
+- ``identity`` (``adapter.identity = "<modality>"``): that modality is not adapted
+  (LiT-style: a locked side, only the others learn): r = x / ‖x‖, which needs its width
+  to be E.
 
 Any number of modalities: ``Adapters(names=(...))`` holds one adapter per name; its
 parameters are ``{name: {...}}``, so adding a modality is adding a name.
@@ -23,7 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ("linear", "mlp")
+from platonic_jax import errors, typed_json
+
+KINDS = ("linear", "mlp", "glu")
+IDENTITY = "identity"  # the kind of the modality named by ``adapter.identity``
+GLU_CLAMP = 1e3        # SAIL clamps both branches to [-1e3, 1e3]
 
 
 @jax.custom_jvp
@@ -48,7 +61,9 @@ def _gelu_exact_jvp(primals, tangents):
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   """Rows to unit length: x / max(‖x‖, eps) (as torch.nn.functional.normalize)."""
-  norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
+  # at least float32 (bf16 embeddings), float64 kept (the tests' float64 references)
+  norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32))),
+                          axis=-1, keepdims=True))
   return (x / jnp.maximum(norm, eps)).astype(x.dtype)
 
 
@@ -70,19 +85,36 @@ class Adapter(nn.Module):
       x = gelu_exact(x)  # exact erf GELU, as torch.nn.GELU()
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       x = nn.Dense(self.dim, name="out")(x)  # [N, H] x [H, E] -> [N, E]
+    elif self.kind == "glu":
+      dense = lambda width, name: nn.Dense(width, name=name,
+                                           kernel_init=nn.initializers.xavier_uniform())
+      x = nn.LayerNorm(epsilon=1e-5, name="norm")(x)  # torch.nn.LayerNorm's eps
+      gate = jnp.clip(dense(self.hidden, "gate")(x), -GLU_CLAMP, GLU_CLAMP)  # [N, D] -> [N, H]
+      value = jnp.clip(dense(self.hidden, "value")(x), -GLU_CLAMP, GLU_CLAMP)
+      x = nn.relu6(gate) * value
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = dense(self.dim, "out")(x)  # [N, H] x [H, E] -> [N, E]
+    elif self.kind == IDENTITY:
+      if x.shape[-1] != self.dim:
+        raise errors.InputError(
+            f"adapter.identity: the identity side's features are {x.shape[-1]} wide but "
+            f"adapter.dim={self.dim}; set --config.adapter.dim={x.shape[-1]} (the locked "
+            "side's width is the shared space)")
     else:
       raise ValueError(f"adapter.kind={self.kind!r}: use one of {KINDS}")
     return l2_normalize(x)
 
 
 class Adapters(nn.Module):
-  """One ``Adapter`` per modality name; ``__call__`` embeds whichever are given."""
+  """One ``Adapter`` per modality name; ``__call__`` embeds whichever are given. The
+  modalities in ``identity`` get the identity (no parameters)."""
   names: Sequence[str]
   dim: int
   kind: str = "linear"
   use_bias: bool = False
   hidden: int = 1024
   dropout: float = 0.0
+  identity: Sequence[str] = ()
 
   @nn.compact
   def __call__(self, features: Mapping[str, jax.Array], *,
@@ -95,36 +127,52 @@ class Adapters(nn.Module):
     out = {}
     for name in self.names:
       if name in features:
-        out[name] = Adapter(self.dim, self.kind, self.use_bias, self.hidden, self.dropout,
+        kind = IDENTITY if name in self.identity else self.kind
+        out[name] = Adapter(self.dim, kind, self.use_bias, self.hidden, self.dropout,
                             name=name)(features[name], train=train)
     return out
 
 
 @dataclasses.dataclass(frozen=True)
 class AdapterParams:
-  """What defines the adapters (``config.adapter``); the MLP fields only for kind "mlp"."""
+  """What defines the adapters (``config.adapter``); the hidden width and dropout only
+  for the "mlp" and "glu" kinds; ``identity``: the modality left unadapted ("": none)."""
   kind: str
   dim: int
   bias: bool | None = None          # linear only
-  mlp_hidden: int | None = None     # mlp only
-  dropout: float | None = None      # mlp only
+  mlp_hidden: int | None = None     # mlp / glu only
+  dropout: float | None = None      # mlp / glu only
+  identity: str = dataclasses.field(default="", metadata=typed_json.OPTIONAL)
 
   @classmethod
   def from_config(cls, cfg) -> "AdapterParams":
-    if cfg.kind == "mlp":
+    if cfg.kind in ("mlp", "glu"):
       return cls(kind=cfg.kind, dim=int(cfg.dim), mlp_hidden=int(cfg.mlp_hidden),
-                 dropout=float(cfg.dropout))
-    return cls(kind=cfg.kind, dim=int(cfg.dim), bias=bool(cfg.bias))
+                 dropout=float(cfg.dropout), identity=str(cfg.identity))
+    return cls(kind=cfg.kind, dim=int(cfg.dim), bias=bool(cfg.bias),
+               identity=str(cfg.identity))
 
 
-def config_problems(cfg) -> list[str]:
-  """Every unusable value of ``config.adapter``, one line each."""
+def config_problems(cfg, modalities: Sequence[str] = (),
+                    widths: Mapping[str, int] | None = None) -> list[str]:
+  """Every unusable value of ``config.adapter``, one line each. ``modalities``: the
+  config's; ``widths``: the features' widths when known before any work (synthetic)."""
   out = []
   if cfg.kind not in KINDS:
     out.append(f"adapter.kind={cfg.kind!r}: allowed {KINDS}")
   if cfg.dim < 1:
     out.append(f"adapter.dim={cfg.dim}: must be >= 1 (the shared space's dimension)")
-  if cfg.kind == "mlp":
+  if cfg.identity and modalities:
+    if cfg.identity not in modalities:
+      out.append(f"adapter.identity={cfg.identity!r}: not one of the modalities "
+                 f"{list(modalities)} ('' = every modality is adapted)")
+    elif len(modalities) < 2:
+      out.append("adapter.identity: at least one other modality must learn")
+    elif widths and cfg.identity in widths and widths[cfg.identity] != cfg.dim:
+      out.append(f"adapter.identity={cfg.identity!r}: its features are "
+                 f"{widths[cfg.identity]} wide but adapter.dim={cfg.dim}; the identity "
+                 f"needs equal widths: set adapter.dim={widths[cfg.identity]}")
+  if cfg.kind in ("mlp", "glu"):
     if cfg.mlp_hidden < 1:
       out.append(f"adapter.mlp_hidden={cfg.mlp_hidden}: must be >= 1")
     if not 0 <= cfg.dropout < 1:
@@ -136,7 +184,8 @@ def build(params: AdapterParams, names: Sequence[str]) -> Adapters:
   """The ``Adapters`` of ``params`` for the modalities ``names`` (in order)."""
   return Adapters(names=tuple(names), dim=params.dim, kind=params.kind,
                   use_bias=bool(params.bias), hidden=params.mlp_hidden or 0,
-                  dropout=params.dropout or 0.0)
+                  dropout=params.dropout or 0.0,
+                  identity=(params.identity,) if params.identity else ())
 
 
 def embed(model: Adapters, params, name: str, x: np.ndarray, *,

@@ -22,6 +22,13 @@ Formulas (N = global batch, s = scale, ``<.,.>`` = dot product):
   (query, key) pairs of ``LossParams.pairs`` (``config.loss.pairs``): every pair, the
   anchor with each other modality (ImageBind style), or a list spelt out. The direction
   matters for ``clip_one_way`` only (the others are symmetric in a and b).
+
+Several positives per sample (``config.loss.positives="all_captions"``): every pair loss
+takes ``groups: [n]`` int, the image each row belongs to (all-gathered like the rows).
+Row i's positive stays column i; every other column of the same group (another caption
+of the same image, or the same image again) is removed from the negatives: its logit is
+−inf in the softmaxes and it has no term in the sigmoid loss. With distinct groups the
+losses are exactly the plain ones.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ from typing import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from platonic_jax import errors
+from platonic_jax import errors, typed_json
+from platonic_jax.losses_structure import StructureParams
 
 PairLoss = Callable[..., jax.Array]
 
@@ -52,21 +60,40 @@ def _at_least_f32(x: jax.Array) -> jax.Array:
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _info_nce_rows(q: jax.Array, keys: jax.Array, scale, offset) -> jax.Array:
-  """mean_i −log softmax_j(scale <q_i, keys_j>)[offset + i]; q: [n, E], keys: [N, E]."""
+def _same_group(groups, axis_name, n: int, offset):
+  """[n, N] bool: column j is another row of row i's group (never the positive j = i),
+  or None without groups. groups: [n] int, this device's rows."""
+  if groups is None:
+    return None
+  g_all, _ = _gather(groups, axis_name)
+  rows = offset + jnp.arange(n)
+  cols = jnp.arange(g_all.shape[0])
+  return (groups[:, None] == g_all[None, :]) & (rows[:, None] != cols[None, :])
+
+
+def _mask(logits, same):
+  return logits if same is None else jnp.where(same, -jnp.inf, logits)
+
+
+def _info_nce_rows(q: jax.Array, keys: jax.Array, scale, offset, same=None) -> jax.Array:
+  """mean_i −log softmax_j(scale <q_i, keys_j>)[offset + i]; q: [n, E], keys: [N, E];
+  same: [n, N] columns left out of row i's negatives (or None)."""
   logits = scale * jnp.einsum("ne,me->nm", q, keys)  # [n, E] x [N, E] -> [n, N]
   positives = offset + jnp.arange(q.shape[0])
-  logp = jax.nn.log_softmax(_at_least_f32(logits), axis=-1)
+  logp = jax.nn.log_softmax(_mask(_at_least_f32(logits), same), axis=-1)
   return -jnp.mean(jnp.take_along_axis(logp, positives[:, None], axis=1))
 
 
-def clip_one_way_loss(a: jax.Array, b: jax.Array, scale, *, axis_name: str | None = None):
+def clip_one_way_loss(a: jax.Array, b: jax.Array, scale, *, axis_name: str | None = None,
+                      groups=None):
   """Seed 000's InfoNCE: −1/N Σ_i log [exp(s<a_i,b_i>) / Σ_j exp(s<a_i,b_j>)]. Scalar."""
   b_all, offset = _gather(b, axis_name)
-  return _info_nce_rows(a, b_all, scale, offset)
+  return _info_nce_rows(a, b_all, scale, offset, _same_group(groups, axis_name, a.shape[0],
+                                                             offset))
 
 
-def clip_loss(a: jax.Array, b: jax.Array, scale, *, axis_name: str | None = None):
+def clip_loss(a: jax.Array, b: jax.Array, scale, *, axis_name: str | None = None,
+              groups=None):
   """CLIP's symmetric InfoNCE: mean of the a → b and b → a cross-entropies. Scalar.
 
   One logit matrix serves both directions (the b → a logits are its transpose): each
@@ -77,6 +104,9 @@ def clip_loss(a: jax.Array, b: jax.Array, scale, *, axis_name: str | None = None
   b_all, offset = _gather(b, axis_name)
   n = a.shape[0]
   logits = _at_least_f32(scale * jnp.einsum("ne,me->nm", a, b_all))  # [n, E] x [N, E] -> [n, N]
+  # The same-group mask is symmetric (group_i == group_j), so one masked block also
+  # serves the columns' direction.
+  logits = _mask(logits, _same_group(groups, axis_name, n, offset))
   rows = jnp.arange(n)
   pos = logits[rows, offset + rows]  # [n] the positive pairs of this device's rows
   a_to_b = jnp.mean(jax.nn.logsumexp(logits, axis=1) - pos)
@@ -92,7 +122,7 @@ def clip_loss(a: jax.Array, b: jax.Array, scale, *, axis_name: str | None = None
 
 
 def siglip_loss(a: jax.Array, b: jax.Array, scale, bias=0.0, *,
-                axis_name: str | None = None):
+                axis_name: str | None = None, groups=None):
   """SigLIP's sigmoid loss: −1/N Σ_ij log σ(y_ij (s<a_i,b_j> + bias)). Scalar.
 
   Normalised by the batch size N (not N²), as in the paper and big_vision.
@@ -101,8 +131,11 @@ def siglip_loss(a: jax.Array, b: jax.Array, scale, bias=0.0, *,
   logits = scale * jnp.einsum("ne,me->nm", a, b_all) + bias  # [n, E] x [N, E] -> [n, N]
   rows = offset + jnp.arange(a.shape[0])
   labels = jnp.where(rows[:, None] == jnp.arange(b_all.shape[0])[None, :], 1.0, -1.0)
-  per_row = -jnp.sum(jax.nn.log_sigmoid(labels * _at_least_f32(logits)), axis=1)
-  return jnp.mean(per_row)
+  terms = jax.nn.log_sigmoid(labels * _at_least_f32(logits))
+  same = _same_group(groups, axis_name, a.shape[0], offset)
+  if same is not None:
+    terms = jnp.where(same, 0.0, terms)
+  return jnp.mean(-jnp.sum(terms, axis=1))
 
 
 PAIR_LOSSES: dict[str, PairLoss] = {
@@ -113,6 +146,7 @@ PAIR_LOSSES: dict[str, PairLoss] = {
 
 
 PAIR_MODES = ("all", "anchor")  # or an explicit "a->b,c->d" list
+POSITIVES = ("chosen", "all_captions")
 
 
 def resolve_pairs(spec: str, anchor: str, order: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -161,15 +195,24 @@ class LossParams:
   pairs: tuple[tuple[str, str], ...]
   tau_min: float | None = None      # learn_tau only
   siglip_bias: float | None = None  # siglip only
+  # "chosen" (one caption per image) or "all_captions" (every caption, same-image
+  # negatives removed); the STRUCTURE regulariser (None: off).
+  positives: str = dataclasses.field(default="chosen", metadata=typed_json.OPTIONAL)
+  structure: StructureParams | None = dataclasses.field(default=None,
+                                                        metadata=typed_json.OPTIONAL)
 
   @classmethod
-  def from_config(cls, cfg, order: Sequence[str]) -> "LossParams":
-    """From ``config.loss``; ``order``: the modalities, ``eval.pair`` first."""
-    return cls(name=cfg.name, tau=float(cfg.tau), learn_tau=bool(cfg.learn_tau),
+  def from_config(cls, cfg, order: Sequence[str], tau: float | None = None) -> "LossParams":
+    """From ``config.loss``; ``order``: the modalities, ``eval.pair`` first. ``tau``: a
+    fixed temperature instead of the config's (the modality-gap sweep; the temperature
+    fields are then not read)."""
+    learn = False if tau is not None else bool(cfg.learn_tau)
+    return cls(name=cfg.name, tau=float(cfg.tau if tau is None else tau), learn_tau=learn,
                pairs=resolve_pairs(cfg.pairs, cfg.anchor if cfg.pairs == "anchor" else "",
                                    order),
-               tau_min=float(cfg.tau_min) if cfg.learn_tau else None,
-               siglip_bias=float(cfg.siglip_bias) if cfg.name == "siglip" else None)
+               tau_min=float(cfg.tau_min) if learn else None,
+               siglip_bias=float(cfg.siglip_bias) if cfg.name == "siglip" else None,
+               positives=str(cfg.positives), structure=StructureParams.from_config(cfg))
 
 
 def config_problems(cfg, order: Sequence[str]) -> list[str]:
@@ -187,7 +230,10 @@ def config_problems(cfg, order: Sequence[str]) -> list[str]:
       resolve_pairs(cfg.pairs, cfg.anchor, order)
     except errors.ConfigError as e:
       out.append(str(e))
-  return out
+  if cfg.positives not in POSITIVES:
+    out.append(f"loss.positives={cfg.positives!r}: allowed {POSITIVES}")
+  from platonic_jax import losses_structure  # noqa: PLC0415
+  return out + losses_structure.config_problems(cfg)
 
 
 def init_loss_params(params: LossParams) -> dict:
@@ -222,15 +268,18 @@ def scale_and_bias(params: LossParams, loss_params: Mapping[str, jax.Array]):
 
 
 def objective(params: LossParams) -> Callable:
-  """``loss(embeddings, loss_params, *, axis_name=None) -> scalar`` for ``params``.
+  """``loss(embeddings, loss_params, *, axis_name=None, groups=None) -> scalar`` for
+  ``params``: the contrastive part (the STRUCTURE term is added by
+  ``platonic_jax.objective``, which also sees the frozen features).
 
-  ``embeddings`` maps each modality of ``params.pairs`` to its l2-normalised ``[n, E]``.
+  ``embeddings`` maps each modality of ``params.pairs`` to its l2-normalised ``[n, E]``;
+  ``groups``: [n] int, the image of each row (all captions as positives), or None.
   """
   pair_loss = PAIR_LOSSES[params.name]
 
-  def loss(embeddings, loss_params, *, axis_name=None):
+  def loss(embeddings, loss_params, *, axis_name=None, groups=None):
     scale, bias = scale_and_bias(params, loss_params)
-    kw = dict(axis_name=axis_name)
+    kw = dict(axis_name=axis_name, groups=groups)
     if params.name == "siglip":
       kw["bias"] = bias
     return multimodal_loss(embeddings, pair_loss, params.pairs, scale=scale, **kw)

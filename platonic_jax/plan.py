@@ -9,7 +9,10 @@ parameters plus the keys of the stages it reads (``store.inputs`` / ``store.key`
     before                       the frozen alignment table
     train                        the trained adapters (checkpoints under train/<key>/)
     trained, <baseline>          the shared spaces (the adapters; each closed-form fit)
-    <space>/<evaluator>          alignment, verdict, retrieval, transfer, info
+    <space>/<evaluator>          alignment, verdict, retrieval, transfer, info, gap, cycle
+    layers/sample/<m>, layers    every layer on sampled training rows; the layer choice
+                                 (only with modalities.<m>.layer = "auto")
+    sweep/tau=<t>[/gap]          one more training per eval.gap_temperatures, its gap
 
 Changing an input changes the keys of exactly the stages that read it and of their
 downstream stages; the cadence fields (logging, checkpoints), worker / device counts,
@@ -23,13 +26,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from platonic_jax import store
-from platonic_jax.evaluation import alignment, baselines, retrieval, transfer, verdict, views
+from platonic_jax import layer_choice, store
+from platonic_jax.evaluation import (alignment, baselines, cycle_eval, modality_gap, retrieval,
+                                     transfer, verdict, views)
 from platonic_jax.features import params as fparams
 from platonic_jax.features.extract import Request
 
 SPLITS = ("train", "test")
 TRAINED = "trained"
+LAYERS = "layers"                 # the layer choice stage
+SAMPLE_PREFIX = "layers/sample/"  # its sampled-layer entries
+SWEEP = "sweep/tau="              # the modality-gap temperature sweep's trainings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +91,17 @@ class Plan:
   def feature_requests(self) -> dict[str, dict[str, Request]]:
     out = {}
     for split in SPLITS:
-      prefix = f"features/{split}/"
-      out[split] = {n[len(prefix):]: Request(n[len(prefix):], self.keys[n], self.docs[n],
-                                             s.params, self.fields.get(n[len(prefix):], ""))
-                    for n, s in self.stages.items() if n.startswith(prefix)}
+      out[split] = self._requests(f"features/{split}/")
     return out
+
+  def sample_requests(self) -> dict[str, Request]:
+    """The layer choice's entries: every layer of a source on sampled training rows."""
+    return self._requests(SAMPLE_PREFIX)
+
+  def _requests(self, prefix: str) -> dict[str, Request]:
+    return {n[len(prefix):]: Request(n[len(prefix):], self.keys[n], self.docs[n], s.params,
+                                     self.fields.get(n[len(prefix):], ""))
+            for n, s in self.stages.items() if n.startswith(prefix)}
 
 
 def modality_order(config) -> tuple[str, ...]:
@@ -106,9 +119,45 @@ def _feature(config, split: str, name: str) -> fparams.FeatureParams:
     return fparams.FeatureParams(split, data, encoder=fparams.EncoderParams.from_config(
         config.reference, config.reference.modality, config.encoders))
   if synthetic:
-    return fparams.FeatureParams(split, data, view=name)
+    return fparams.FeatureParams(split, data, view=_synthetic_view(config, data, name))
+  # Every caption as a positive: the train split's text entry keeps every caption.
+  positives = config.loss.positives if split == "train" and name == "text" else "chosen"
   return fparams.FeatureParams(split, data, encoder=fparams.EncoderParams.from_config(
-      config.modalities[name], name, config.encoders))
+      config.modalities[name], name, config.encoders), positives=positives)
+
+
+def _synthetic_view(config, world, name: str) -> str:
+  """The world's array for modality ``name``: itself, one of its layers, or "<m>@auto"."""
+  if not world.num_layers:
+    return name
+  layer = config.modalities[name].layer
+  if isinstance(layer, str):  # "auto": resolved once the layer choice is made
+    return f"{name}@{layer}"
+  from platonic_jax.data import synthetic  # noqa: PLC0415
+  return synthetic.view_name(name, layer, world.num_layers)
+
+
+def _layer_sample(config, name: str) -> layer_choice.LayerSampleParams:
+  """Every layer of an "auto" modality (a fixed partner: its layer) on sampled rows."""
+  data = fparams.data_from_config(config)
+  lc = config.layer_choice
+  layer = config.modalities[name].layer
+  layer = "all" if layer_choice.is_auto(layer) else layer
+  encoder = None
+  if config.data.name != "synthetic":
+    encoder = fparams.EncoderParams.from_config(config.modalities[name], name, config.encoders)
+    encoder = dataclasses.replace(encoder, layer="all")  # the sample's `layer` says which
+  return layer_choice.LayerSampleParams(data, name, encoder, layer, int(lc.samples),
+                                        int(config.seed))
+
+
+def _layer_choice(config, order) -> layer_choice.LayerChoiceParams:
+  lc = config.layer_choice
+  layers = {m: config.modalities[m].layer for m in order}
+  pair = tuple(config.eval.pair)
+  return layer_choice.LayerChoiceParams(
+      pair, layer_choice.targets(pair, order, layers), str(lc.k_rule),
+      int(lc.k) if lc.k_rule == "fixed" else None)
 
 
 def _specs(ev):
@@ -139,10 +188,18 @@ def _verdict(ev, baseline: bool) -> verdict.VerdictParams:
 
 
 def _baseline(config, kind: str) -> baselines.BaselineParams:
+  if kind == "asif":
+    from platonic_jax import asif  # noqa: PLC0415
+    return asif.AsifParams(kind, tuple(config.eval.pair), int(config.eval.asif_k),
+                           float(config.eval.asif_p), str(config.loss.positives))
   dim = int(config.eval.baseline_dim)
   if dim == 0:
     dim = int(config.adapter.dim)
   return baselines.BaselineParams(kind, dim, tuple(config.eval.pair))
+
+
+def _gap_params(cfg) -> modality_gap.GapParams:
+  return modality_gap.GapParams(tuple(cfg.eval.pair), int(cfg.eval.max_samples))
 
 
 def build(config, view: Callable[[str, Any], Any] = lambda name, config: config) -> Plan:
@@ -162,10 +219,27 @@ def build(config, view: Callable[[str, Any], Any] = lambda name, config: config)
     stages[name] = Stage(name, kind, build_params(view(name, config)), dict(upstream))
 
   sources = order + (views.REF,)
+  # modalities.<m>.layer = "auto": every layer on sampled training rows, then the choice,
+  # which the chosen-layer entries of those modalities read. Whether any layer is "auto"
+  # is read from the config itself (a layer that is not shapes no stage here: its
+  # entries read it); when one is, the plan depends on every modality's layer, read
+  # through the view.
+  raw = {m: config.modalities[m].layer for m in order}
+  choice_targets = layer_choice.targets(pair, order, raw)
+  auto_up = {}
+  if choice_targets:
+    choice_targets = layer_choice.targets(pair, order, {m: c.modalities[m].layer
+                                                        for m in order})
+    sampled = sorted({m for t in choice_targets for m in (t.modality, t.partner)})
+    for m in sampled:
+      add(SAMPLE_PREFIX + m, "layer_sample", lambda cfg, m=m: _layer_sample(cfg, m))
+    add(LAYERS, "layer_choice", lambda cfg: _layer_choice(cfg, order),
+        {f"sample/{m}": SAMPLE_PREFIX + m for m in sampled})
+    auto_up = {m: {LAYERS: LAYERS} for m in order if layer_choice.is_auto(c.modalities[m].layer)}
   for split in SPLITS:
     for name in sources:
       add(f"features/{split}/{name}", "features",
-          lambda cfg, split=split, name=name: _feature(cfg, split, name))
+          lambda cfg, split=split, name=name: _feature(cfg, split, name), auto_up.get(name, {}))
     if synthetic:
       add(f"features/{split}/world", "world_extras", lambda cfg, split=split:
           fparams.WorldExtrasParams(split, fparams.data_from_config(cfg)))
@@ -180,6 +254,10 @@ def build(config, view: Callable[[str, Any], Any] = lambda name, config: config)
   for kind in baseline_kinds:
     up = {**trainf(pair), **(world("train") if kind == "perfect_alignment" else {})}
     add(kind, "baseline", lambda cfg, kind=kind: _baseline(cfg, kind), up)
+  sweep = tuple(float(t) for t in c.eval.gap_temperatures)
+  for tau in sweep:  # the modality gap against the temperature: one training each
+    add(f"{SWEEP}{tau:g}", "train", lambda cfg, tau=tau: train.TrainParams.from_config(
+        cfg, order, tau=tau), trainf(order))
 
   for space in (TRAINED, *baseline_kinds):
     sides = order if space == TRAINED else pair
@@ -192,13 +270,22 @@ def build(config, view: Callable[[str, Any], Any] = lambda name, config: config)
     add(f"{space}/retrieval", "retrieval", lambda cfg: retrieval.RetrievalParams(
         tuple(int(k) for k in cfg.eval.retrieval_ks), int(cfg.eval.max_samples),
         tuple(cfg.eval.pair)), {**base, **test(pair)})
-    if synthetic:  # the only data with class labels
+    if synthetic and space != "asif":  # class labels; ASIF: one dimension per anchor
       add(f"{space}/transfer", "transfer", lambda cfg: transfer.TransferParams(
           int(cfg.eval.max_samples), tuple(cfg.eval.pair)),
           {**base, **trainf(pair), **test(pair), **world("train"), **world("test")})
+    add(f"{space}/gap", "gap", _gap_params, {**base, **test(pair)})
+    if space == TRAINED and c.cycle.modalities:
+      cyc = tuple(c.cycle.modalities)
+      add(f"{space}/cycle", "cycle", lambda cfg: cycle_eval.CycleEvalParams(
+          tuple(cfg.cycle.modalities), tuple(int(k) for k in cfg.eval.retrieval_ks),
+          int(cfg.eval.max_samples)), {**base, **test(cyc)})
     if space != TRAINED:
       add(f"{space}/info", "info", lambda cfg: InfoParams(int(cfg.eval.max_samples)),
           {**base, **test(pair), **world("test")})
+  for tau in sweep:
+    add(f"{SWEEP}{tau:g}/gap", "gap", _gap_params,
+        {"space": f"{SWEEP}{tau:g}", **test(pair)})
 
   keys, docs = {}, {}
   for name, stage in stages.items():  # upstream stages are always added first

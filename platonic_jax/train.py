@@ -45,7 +45,8 @@ import optax
 from absl import logging
 from jax.sharding import PartitionSpec as P
 
-from platonic_jax import adapters, checkpointing, errors, losses, sharding, typed_json
+from platonic_jax import (adapters, checkpointing, cycle, errors, losses, objective, sharding,
+                          typed_json)
 from platonic_jax.sharding import DATA
 
 
@@ -77,13 +78,18 @@ class TrainParams:
   adapter: adapters.AdapterParams
   loss: losses.LossParams
   optim: OptimParams
+  cycle: cycle.CycleParams | None = dataclasses.field(default=None,
+                                                      metadata=typed_json.OPTIONAL)
 
   @classmethod
-  def from_config(cls, config, order: tuple[str, ...]) -> "TrainParams":
+  def from_config(cls, config, order: tuple[str, ...], tau: float | None = None
+                  ) -> "TrainParams":
+    """``tau``: train at this fixed temperature instead (the modality-gap sweep)."""
     return cls(seed=int(config.seed), modalities=tuple(order),
                adapter=adapters.AdapterParams.from_config(config.adapter),
-               loss=losses.LossParams.from_config(config.loss, order),
-               optim=OptimParams.from_config(config.train))
+               loss=losses.LossParams.from_config(config.loss, order, tau),
+               optim=OptimParams.from_config(config.train),
+               cycle=cycle.CycleParams.from_config(config.cycle))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,10 +127,13 @@ class TrainState:
 
 class TrainResult(NamedTuple):
   """params: host (numpy) parameters; embed(params, name, x [N, D]) -> np [N, E];
-  history: one dict per log step (step, loss, grad_norm, lr, tau, steps_per_s)."""
+  history: one dict per log step (step, loss, grad_norm, lr, tau, steps_per_s);
+  heads(path, e [N, E]) -> np [N, E]: the circular heads along ``path`` (hops (a, b) in
+  order) with the trained head parameters, or None without ``cycle``."""
   params: Any
   embed: Callable[[Any, str, np.ndarray], np.ndarray]
   history: list
+  heads: Callable | None = None
 
 
 class Preempted(Exception):
@@ -169,21 +178,16 @@ def make_optimizer(train_cfg: OptimParams
 # ---------------------------------------------------------------------------- the step
 
 
-def make_loss_fn(model: adapters.Adapters, loss_cfg: losses.LossParams) -> Callable:
+def make_loss_fn(model: adapters.Adapters, loss_cfg: losses.LossParams, heads=None,
+                 cycle_params: cycle.CycleParams | None = None) -> Callable:
   """``loss_fn(params, batch, rng) -> loss``, one device's share (call inside shard_map).
 
-  batch: {modality: [n, D_m]} this device's rows; rng: this device's dropout key. The
-  embeddings of the other devices are all-gathered inside the loss, so the ``pmean`` of
-  the returned value over ``data`` is the global-batch loss.
+  batch: {modality: [n, D_m]} this device's rows (and ``objective.GROUPS``); rng: this
+  device's dropout key. The embeddings of the other devices are all-gathered inside the
+  loss, so the ``pmean`` of the returned value over ``data`` is the global-batch loss
+  (``platonic_jax.objective``: the contrastive loss and the recipes' terms).
   """
-  objective = losses.objective(loss_cfg)
-
-  def loss_fn(params, batch, rng):
-    emb = model.apply({"params": params["adapters"]}, batch, train=True,
-                      rngs={"dropout": rng})
-    return objective(emb, params.get("loss", {}), axis_name=DATA)
-
-  return loss_fn
+  return objective.make_loss_fn(model, loss_cfg, heads, cycle_params, axis_name=DATA)
 
 
 def train_step(state: TrainState, batch, *, tx: optax.GradientTransformation,
@@ -214,11 +218,12 @@ def train_step(state: TrainState, batch, *, tx: optax.GradientTransformation,
 
 
 def make_step_fn(model: adapters.Adapters, loss_cfg: losses.LossParams,
-                 tx: optax.GradientTransformation) -> Callable:
+                 tx: optax.GradientTransformation, heads=None,
+                 cycle_params: cycle.CycleParams | None = None) -> Callable:
   """``step_fn(state, batch) -> (state, metrics)``: ``train_step`` for ``model`` and
   the loss, jitted with the state donated."""
-  return jax.jit(functools.partial(train_step, tx=tx, loss_fn=make_loss_fn(model, loss_cfg)),
-                 donate_argnums=0)
+  loss_fn = make_loss_fn(model, loss_cfg, heads, cycle_params)
+  return jax.jit(functools.partial(train_step, tx=tx, loss_fn=loss_fn), donate_argnums=0)
 
 
 @jax.jit
@@ -252,12 +257,19 @@ def batch_indices(step: int, num_examples: int, batch_size: int, seed: int,
 
 
 class _Batches:
-  """This process's rows of each global batch, gathered one step ahead in a thread."""
+  """This process's rows of each global batch, gathered one step ahead in a thread.
+
+  rows: {modality: [N] int} the row of ``features[m]`` that each training row reads
+  (default: row i); groups: [N] int, each training row's group (``objective.GROUPS``).
+  """
 
   def __init__(self, features: Mapping[str, np.ndarray], batch_size: int, seed: int,
-               mesh):
+               mesh, rows: Mapping[str, np.ndarray] | None = None,
+               groups: np.ndarray | None = None):
     self.features = features
-    self.n = next(iter(features.values())).shape[0]
+    self.index = dict(rows or {})
+    self.groups = groups
+    self.n = training_rows(features, self.index)
     self.batch_size, self.seed = batch_size, seed
     self.sharding = sharding.batch_sharding(mesh)
     nproc, pid = jax.process_count(), jax.process_index()
@@ -269,7 +281,11 @@ class _Batches:
 
   def _gather(self, step):
     idx = batch_indices(step, self.n, self.batch_size, self.seed, self._cache)[self.rows]
-    return {m: np.take(x, idx, axis=0) for m, x in self.features.items()}
+    out = {m: np.take(x, self.index[m][idx] if m in self.index else idx, axis=0)
+           for m, x in self.features.items()}
+    if self.groups is not None:
+      out[objective.GROUPS] = np.take(self.groups, idx).astype(np.int32)
+    return out
 
   def get(self, step: int):
     if self._next is not None and self._next[0] == step:
@@ -284,9 +300,47 @@ class _Batches:
     self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def training_rows(features: Mapping[str, np.ndarray],
+                  rows: Mapping[str, np.ndarray]) -> int:
+  """The number of training rows: the rows maps' length, else the features' N."""
+  if rows:
+    return len(next(iter(rows.values())))
+  return next(iter(features.values())).shape[0]
+
+
+def check_rows(features: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray] | None,
+               groups: np.ndarray | None, batch_size: int) -> dict[str, np.ndarray]:
+  """The row maps as int64 arrays after checking them against ``features``."""
+  out = {}
+  for m, r in (rows or {}).items():
+    r = np.asarray(r)
+    if m not in features or r.ndim != 1 or r.dtype.kind not in "iu":
+      raise errors.InputError(f"rows[{m!r}] must be a [N] integer array for a modality of "
+                              f"the features {sorted(features)}")
+    if r.size and (r.min() < 0 or r.max() >= features[m].shape[0]):
+      raise errors.InputError(f"rows[{m!r}] indexes rows {r.min()}..{r.max()} but "
+                              f"features[{m!r}] has {features[m].shape[0]}")
+    out[m] = r.astype(np.int64)
+  n = training_rows(features, out)
+  bad = [m for m in out if len(out[m]) != n]
+  bad += [m for m, x in features.items() if m not in out and x.shape[0] != n]
+  if bad:
+    raise errors.InputError(f"training rows disagree: {sorted(bad)} do not have {n} rows "
+                            "(every modality reads one row per training pair)")
+  if groups is not None and np.shape(groups) != (n,):
+    raise errors.InputError(f"groups must be [{n}] (one per training row), got shape "
+                            f"{np.shape(groups)}")
+  if n < batch_size:
+    raise errors.InputError(f"train.batch_size={batch_size} is larger than the {n} training "
+                            "rows; lower --config.train.batch_size")
+  return out
+
+
 def check_features(features: Mapping[str, np.ndarray], names, batch_size: int,
-                   ) -> dict[str, np.ndarray]:
-  """float32 copies-if-needed of ``features``, after checking them; InputError otherwise."""
+                   paired: bool = True) -> dict[str, np.ndarray]:
+  """float32 copies-if-needed of ``features``, after checking them; InputError otherwise.
+  ``paired=False``: the arrays may have different N (rows maps say which row each
+  training pair reads)."""
   missing = [m for m in names if m not in features]
   extra = [m for m in features if m not in names]
   if missing or extra:
@@ -297,7 +351,7 @@ def check_features(features: Mapping[str, np.ndarray], names, batch_size: int,
     x = np.asarray(features[m])
     if x.ndim != 2:
       raise errors.InputError(f"features[{m!r}] must be [N, D], got shape {x.shape}")
-    if n is not None and x.shape[0] != n:
+    if paired and n is not None and x.shape[0] != n:
       raise errors.InputError(f"features disagree on N (paired rows): {m!r} has {x.shape[0]} rows, "
                        f"{names[0]!r} has {n}")
     n = x.shape[0]
@@ -307,7 +361,7 @@ def check_features(features: Mapping[str, np.ndarray], names, batch_size: int,
       raise errors.InputError(f"features[{m!r}] has NaN/inf (first in row {bad}); fix the "
                        "feature cache before training")
     out[m] = x
-  if n < batch_size:
+  if paired and n < batch_size:
     raise errors.InputError(f"train.batch_size={batch_size} is larger than the {n} training rows; "
                      "lower --config.train.batch_size")
   return out
@@ -401,15 +455,35 @@ def _host(x):
   return np.asarray(x.addressable_data(0))
 
 
-def init_state(model: adapters.Adapters, params: TrainParams, dims: Mapping[str, int],
-               tx: optax.GradientTransformation) -> TrainState:
-  """The state at step 0 (pure function of the params: jit/eval_shape it)."""
+def init_params(model: adapters.Adapters, params: TrainParams, dims: Mapping[str, int],
+                heads=None) -> dict:
+  """The parameters at step 0: {"adapters", ["loss"], ["heads"]} (a pure function of the
+  params; the "before training" space of the modality-gap report embeds with them)."""
   rng = jax.random.PRNGKey(params.seed)
   dummy = {m: jnp.zeros((1, d), jnp.float32) for m, d in dims.items()}
   variables = {"adapters": model.init(jax.random.fold_in(rng, 0), dummy)["params"]}
   loss_params = losses.init_loss_params(params.loss)
   if loss_params:
     variables["loss"] = loss_params
+  if heads is not None:
+    e = {m: jnp.zeros((1, params.adapter.dim), jnp.float32) for m in params.cycle.modalities}
+    variables["heads"] = heads.init(jax.random.fold_in(rng, 2), e)["params"]
+  return variables
+
+
+def initial_params(params: TrainParams, dims: Mapping[str, int]) -> dict:
+  """Host copies of the parameters at step 0 (what the "before training" space embeds
+  with); ``dims``: {modality: feature width}."""
+  model = adapters.build(params.adapter, params.modalities)
+  heads = cycle.build(params.cycle, params.adapter.dim) if params.cycle else None
+  return jax.tree.map(np.asarray, jax.jit(lambda: init_params(model, params, dims, heads))())
+
+
+def init_state(model: adapters.Adapters, params: TrainParams, dims: Mapping[str, int],
+               tx: optax.GradientTransformation, heads=None) -> TrainState:
+  """The state at step 0 (pure function of the params: jit/eval_shape it)."""
+  rng = jax.random.PRNGKey(params.seed)
+  variables = init_params(model, params, dims, heads)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables,
                     opt_state=tx.init(variables), rng=jax.random.fold_in(rng, 1))
 
@@ -437,11 +511,16 @@ def _claim(directory: str, params: TrainParams, inputs: Mapping | None) -> None:
 
 
 def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], directory: str,
-                   *, cadence: Cadence = Cadence(), inputs: Mapping | None = None
-                   ) -> TrainResult:
+                   *, cadence: Cadence = Cadence(), inputs: Mapping | None = None,
+                   rows: Mapping[str, np.ndarray] | None = None,
+                   groups: np.ndarray | None = None) -> TrainResult:
   """Trains ``params.adapter`` adapters on ``features`` ({modality: [N, D_m]} train split)
   with ``params.loss`` for ``params.optim.num_steps`` updates, resuming from the latest
   checkpoint in ``<directory>/checkpoints`` if there is one.
+
+  Several rows per sample (every caption a positive): ``rows[m]`` [N] maps each training
+  pair to its row of ``features[m]`` (e.g. the image of each caption), ``groups`` [N] is
+  each pair's image (same-group rows are never each other's negatives).
 
   ``directory`` belongs to these params alone (the experiment names it by their key);
   ``inputs`` (the stage's recorded inputs: params and upstream feature keys; default the
@@ -457,17 +536,23 @@ def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], dire
     raise errors.InputError(
         f"train.batch_size={op.batch_size} must be a multiple of the {jax.device_count()} "
         "devices (each takes an equal share)")
-  feats = check_features(features, names, op.batch_size)
+  if params.loss.positives == "all_captions" and groups is None:
+    raise errors.InputError("loss.positives='all_captions' trains on caption rows grouped by "
+                            "image: pass groups (each row's image) and rows (see "
+                            "experiment.training_inputs)")
+  feats = check_features(features, names, op.batch_size, paired=not rows)
+  rows = check_rows(feats, rows, groups, op.batch_size)
   model = adapters.build(params.adapter, names)
+  heads = cycle.build(params.cycle, params.adapter.dim) if params.cycle else None
   tx, schedule = make_optimizer(op)
-  step_fn = make_step_fn(model, params.loss, tx)
+  step_fn = make_step_fn(model, params.loss, tx, heads, params.cycle)
   mesh = sharding.data_mesh()
   replicated = sharding.replicated(mesh)
   os.makedirs(directory, exist_ok=True)
   _claim(directory, params, inputs)
 
   init_fn = functools.partial(init_state, model, params,
-                              {m: x.shape[1] for m, x in feats.items()}, tx)
+                              {m: x.shape[1] for m, x in feats.items()}, tx, heads)
   mngr = checkpointing.manager(directory, keep=cadence.keep_ckpts)
   restored = checkpointing.restore_latest(
       mngr, checkpointing.abstract_state(init_fn, replicated))
@@ -476,7 +561,7 @@ def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], dire
     start = 0
   else:
     state, start = restored
-  batches = _Batches(feats, op.batch_size, params.seed, mesh)
+  batches = _Batches(feats, op.batch_size, params.seed, mesh, rows, groups)
   logger = ProgressLog(directory, op.num_steps, start)
   if start:
     logging.info("Resuming at step %d of %d", start, op.num_steps)
@@ -519,4 +604,9 @@ def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], dire
 
   host_params = jax.tree.map(_host, state.params)
   embed = lambda p, name, x: adapters.embed(model, p.get("adapters", p), name, x)
-  return TrainResult(params=host_params, embed=embed, history=logger.history)
+  run_heads = None
+  if heads is not None:
+    apply = cycle.apply_fn(heads)
+    run_heads = lambda path, x: apply(host_params["heads"], path, x)
+  return TrainResult(params=host_params, embed=embed, history=logger.history,
+                     heads=run_heads)

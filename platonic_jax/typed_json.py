@@ -8,7 +8,9 @@ Stage parameters are hashed in this form (``dump`` is canonical: dict keys sorte
 int, float (NaN / Inf become null), str, None, ``X | None``, ``tuple[X, ...]``,
 ``tuple[X, Y]``, ``dict[K, V]`` with str / int keys, nested dataclasses, and unions of
 dataclasses (each member class sets ``TAGGED = True`` and is stored with a ``"type"``
-tag naming it). Hand-written because the records are plain
+tag naming it). A field declared with ``metadata=OPTIONAL`` (and a default) is left out
+of the JSON while it holds its default, and ``load`` gives it the default back: a new
+optional stage parameter then leaves every existing key unchanged. Hand-written because the records are plain
 frozen dataclasses that numpy and jax code builds directly; pydantic would add a
 dependency and a second way of declaring them for ~60 lines.
 """
@@ -24,13 +26,20 @@ from typing import Any
 
 import numpy as np
 
+OPTIONAL = {"omit_default": True}  # ``dataclasses.field(default=..., metadata=OPTIONAL)``
+
+
+def _omitted(f: dataclasses.Field, value) -> bool:
+  return bool(f.metadata.get("omit_default")) and value == f.default
+
 
 def dump(x: Any, *, sort_keys: bool = False) -> Any:
   """``x`` (records, tuples, dicts, numpy values) as plain JSON values."""
   rec = functools.partial(dump, sort_keys=sort_keys)
   if dataclasses.is_dataclass(x) and not isinstance(x, type):
     out = {"type": type(x).__name__} if getattr(type(x), "TAGGED", False) else {}
-    out.update({f.name: rec(getattr(x, f.name)) for f in dataclasses.fields(x)})
+    out.update({f.name: rec(getattr(x, f.name)) for f in dataclasses.fields(x)
+                if not _omitted(f, getattr(x, f.name))})
     return out
   if isinstance(x, dict):
     items = sorted(x.items(), key=lambda kv: str(kv[0])) if sort_keys else x.items()

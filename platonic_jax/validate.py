@@ -38,10 +38,11 @@ def _data(config) -> list[str]:
       if m not in observed:
         out.append(f"modalities.{m}: the synthetic world has no modality {m!r} (it has "
                    f"{sorted(observed)}; add its width in data.synthetic.dims)")
-      for field, default in (("encoder", ""), ("layer", -1), ("pool", "")):
+      for field, default in (("encoder", ""), ("pool", "")):
         if blk[field] != default:
           out.append(f"modalities.{m}.{field}={blk[field]!r}: the synthetic world has no raw "
                      f"inputs to encode; leave it {default!r}")
+      out += _synthetic_layer(m, blk.layer, int(d.synthetic.num_layers))
     for field, default in (("encoder", ""), ("layer", -1), ("pool", "")):
       if config.reference[field] != default:
         out.append(f"reference.{field}={config.reference[field]!r}: the synthetic world's "
@@ -63,6 +64,56 @@ def _data(config) -> list[str]:
     out.append("reference.encoder is empty: set a hub id or a checkpoint directory")
   _enum(out, "reference.modality", config.reference.modality, fparams.INPUTS)
   return out
+
+
+def _synthetic_layer(m, layer, num_layers: int) -> list[str]:
+  if num_layers < 1:
+    if layer != -1:
+      return [f"modalities.{m}.layer={layer!r}: the synthetic world's views have no layers; "
+              "leave it -1 or set data.synthetic.num_layers (e.g. 4) for layered views"]
+    return []
+  if layer == "auto" or (isinstance(layer, int) and not isinstance(layer, bool)
+                         and -num_layers <= layer < num_layers):
+    return []
+  return [f"modalities.{m}.layer={layer!r}: allowed 'auto' or a layer in [-{num_layers}, "
+          f"{num_layers}) (data.synthetic.num_layers={num_layers})"]
+
+
+def _layers(config) -> list[str]:
+  """modalities.<m>.layer of encoders: an int or "auto"; and the choice's options."""
+  from platonic_jax import layer_choice  # noqa: PLC0415 - numpy only
+  out = []
+  if config.data.name != "synthetic":
+    for m in config.modalities:
+      layer = config.modalities[m].layer
+      if not (layer == "auto" or (isinstance(layer, int) and not isinstance(layer, bool))):
+        out.append(f"modalities.{m}.layer={layer!r}: allowed an integer (a hidden state; -1 "
+                   "= last) or 'auto' (chosen by mutual k-NN, docs/training.md)")
+  return out + layer_choice.config_problems(config, tuple(config.modalities))
+
+
+def _recipes(config) -> list[str]:
+  """loss.positives, adapter.identity, cycle.*: what the data and modalities allow."""
+  from platonic_jax import cycle  # noqa: PLC0415
+  out, mods = [], tuple(config.modalities)
+  if config.loss.positives == "all_captions":
+    if config.data.name == "synthetic":
+      out.append("loss.positives='all_captions': the synthetic world has one view per "
+                 "sample; use a caption dataset (data.name=flickr30k / image_text_folder)")
+    elif config.data.caption_policy == "all":
+      out.append("loss.positives='all_captions' with data.caption_policy='all': the policy "
+                 "already makes one training row per caption (and counts the other "
+                 "captions of an image as negatives); use caption_policy='longest'")
+    elif "text" not in mods or "image" not in mods:
+      out.append("loss.positives='all_captions' needs the modalities 'image' and 'text'")
+  widths = None
+  if config.data.name == "synthetic":
+    dims = config.data.synthetic.dims
+    widths = {m: int(dims[m]) for m in mods if m in dims}
+  from platonic_jax import adapters  # noqa: PLC0415
+  out += [p for p in adapters.config_problems(config.adapter, mods, widths)
+          if p.startswith("adapter.identity")]
+  return out + cycle.config_problems(config.cycle, mods)
 
 
 def _encoders(config) -> list[str]:
@@ -147,6 +198,14 @@ def _evaluation(config) -> list[str]:
   if unknown:
     out.append(f"eval.baselines={tuple(ev.baselines)!r}: unknown {unknown}; allowed (any "
                f"of) {tuple(baselines.BASELINES)}")
+  if ev.asif_k < 1:
+    out.append(f"eval.asif_k={ev.asif_k}: must be >= 1 (anchors kept per sample)")
+  if not ev.asif_p > 0:
+    out.append(f"eval.asif_p={ev.asif_p}: must be > 0 (the power of the kept similarities)")
+  bad = [t for t in ev.gap_temperatures if not float(t) > 0]
+  if bad or len(set(ev.gap_temperatures)) != len(ev.gap_temperatures):
+    out.append(f"eval.gap_temperatures={tuple(ev.gap_temperatures)!r}: distinct "
+               "temperatures > 0, e.g. (0.01, 0.07, 1.0)")
   return out
 
 
@@ -159,7 +218,7 @@ def problems(config) -> list[str]:
   """Every problem of ``config``, one line each (empty when it is usable)."""
   roles = _roles(config)
   out = _data(config) + _encoders(config) + roles + _evaluation(config) + _distributed(config)
-  return out + _training(config)
+  return out + _training(config) + _layers(config) + _recipes(config)
 
 
 def check(config) -> None:

@@ -11,7 +11,7 @@ from platonic_jax import adapters
 
 def _model(kind="linear", bias=False, names=("image", "text")):
   cfg = ml_collections.ConfigDict(dict(kind=kind, dim=5, bias=bias, mlp_hidden=7,
-                                       dropout=0.0))
+                                       dropout=0.0, identity=""))
   return adapters.build(adapters.AdapterParams.from_config(cfg), names)
 
 
@@ -68,7 +68,7 @@ def test_zero_rows_stay_finite():
 
 def test_bad_inputs_name_the_problem():
   bad = ml_collections.ConfigDict(dict(kind="transformer", dim=0, bias=False, mlp_hidden=7,
-                                       dropout=0.0))
+                                       dropout=0.0, identity=""))
   problems = adapters.config_problems(bad)
   assert any("adapter.kind='transformer'" in p for p in problems)
   assert any("adapter.dim=0" in p for p in problems)

@@ -106,7 +106,7 @@ def test_changed_lr_retrains_and_equals_a_fresh_run(tiny_run, tmp_path, monkeypa
   # frozen table or the baselines).
   assert spy.entries == []
   assert set(spy.stages) == {f"trained/{e}" for e in
-                             ("alignment", "verdict", "retrieval", "transfer")}
+                             ("alignment", "verdict", "retrieval", "transfer", "gap")}
   assert spy.steps[-1] == c.train.num_steps and len(train_dirs(dst)) == 2
   fresh = _run(c, tmp_path / "fresh")
   assert golden_flat.flatten(changed) == golden_flat.flatten(fresh)

@@ -42,7 +42,8 @@ def _objective(cfg, order):
 
 def _cfg(**kw):
   d = dict(name="clip", tau=0.07, learn_tau=False, tau_min=0.01, pairs="all",
-           anchor="image", siglip_bias=-10.0)
+           anchor="image", siglip_bias=-10.0, positives="chosen", structure_weight=0.0,
+           structure_levels=1, structure_tau=0.07)
   d.update(kw)
   return ml_collections.ConfigDict(d)
 

@@ -1,6 +1,5 @@
 """Closed-form alignments against scipy / scikit-learn / planted ground truth."""
 
-import ml_collections
 import numpy as np
 import pytest
 import scipy.linalg
@@ -114,12 +113,12 @@ def test_cca_rank_deficient_and_regularised():
 
 
 def _seed003_world():
-  """Seed 003's preset from the data helper's generator."""
+  """Seed 003's preset from the data helper's generator (the schema's other fields)."""
+  from configs import default
   from platonic_jax.data import synthetic
-  cfg = ml_collections.ConfigDict(dict(
-      preset="seed003", num_train=2000, num_test=500, num_classes=2, latent_dim=2,
-      nuisance_dim=0, dims=dict(image=6, text=5, reference=2), map="linear", noise=0.0,
-      reference_noise=0.0, class_sep=3.0, nuisance_scale=1.0, mlp_hidden=8))
+  cfg = default.get_config().data.synthetic
+  cfg.update(dict(preset="seed003", num_test=500, reference_noise=0.0,
+                  dims=dict(image=6, text=5, reference=2)))
   return synthetic.make_world(synthetic.WorldParams.from_config(cfg, seed=0))
 
 

@@ -39,7 +39,7 @@ def test_bad_values_exit_2_listing_every_field_before_any_work(tmp_path):
   assert "Traceback" not in p.stderr
   err = p.stderr
   assert "the config has 6 problem(s)" in err
-  for needle in ("adapter.kind='linaer': allowed ('linear', 'mlp')",
+  for needle in ("adapter.kind='linaer': allowed ('linear', 'mlp', 'glu')",
                  "loss.name='clipp': allowed ('clip', 'clip_one_way', 'siglip')",
                  "unknown ['cka2']", "eval.pair=('image', 'audio')", "train.lr=-1.0",
                  "unknown ['pca']"):

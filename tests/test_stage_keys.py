@@ -83,6 +83,9 @@ OVERRIDES = {  # a different valid value where the generic change would not be o
     "loss.anchor": lambda v: "text" if v != "text" else "image",
     # ("anchor" with anchor=image is "all" for two modalities: the same resolved pairs)
     "loss.pairs": lambda v: "text->image" if v != "text->image" else "all",
+    "eval.gap_temperatures": lambda v: tuple(v) + (2 * max(v, default=0.5),),
+    "cycle.modalities": lambda v: ("text", "image") if v != ("text", "image") else (
+        "image", "text"),
 }
 
 
@@ -140,10 +143,15 @@ def _variant(name):
   if name == "seed003":
     c.data.synthetic.preset = "seed003"
   elif name == "options":  # the fields read only when these are on
-    c.loss.update(dict(name="siglip", learn_tau=True))
+    c.loss.update(dict(name="siglip", learn_tau=True, structure_weight=10.0))
     c.adapter.kind = "mlp"
     c.data.synthetic.map = "linear"
-    c.eval.update(dict(baseline_dim=16, baseline_resample=True))
+    c.eval.update(dict(baseline_dim=16, baseline_resample=True, gap_temperatures=(0.05,),
+                       baselines=("cca", "asif")))
+    c.data.synthetic.num_layers = 3  # the training recipes (docs/training.md)
+    c.modalities.image.layer = "auto"
+    c.layer_choice.k_rule = "fixed"
+    c.cycle.modalities = ("image", "text")
   return c
 
 

@@ -67,6 +67,20 @@ map cannot be inverted, z and the nuisance stay mixed, and the adapters have lit
 gain (``make_world`` logs a warning). The effect also needs training: a few dozen
 InfoNCE steps leave the adapters near their random initial projection.
 
+Layers (``num_layers`` L > 0, for ``modalities.<m>.layer``, e.g. "auto")
+-----------------------------------------------------------------------
+Each modality view also gets L "layers", as a network's hidden states: layer L − 1 is the
+view above (exactly the same array), layer l < L − 1 is f_{m,l}([z, s_l · u_m]) + noise,
+a random map of its own (drawn after everything else, so no other array changes) of the
+same z and the same private nuisance u_m, scaled by
+
+    s_l = 2^(|l − a| − |L − 1 − a|),   a = ``aligned_layer``.
+
+The nuisance is smallest at layer a and doubles with every layer away from it, so the
+construction makes layer a of every modality the most aligned with the other modalities
+(fewest private factors deciding its neighbourhoods): what ``layer="auto"`` must find.
+``split["<m>@<l>"]`` holds layer l (l < L − 1).
+
 The seed 003 preset (``preset="seed003"``)
 ------------------------------------------
 Seed 003's synthetic experiment: a mixture of two 2-D Gaussian clusters with identity
@@ -87,6 +101,8 @@ import dataclasses
 
 import numpy as np
 from absl import logging
+
+from platonic_jax import typed_json
 
 
 PRESETS = ("", "seed003")
@@ -115,6 +131,11 @@ def config_problems(cfg) -> list[str]:
   for name in cfg.dims:
     if int(cfg.dims[name]) < 1:
       out.append(f"data.synthetic.dims.{name}={cfg.dims[name]}: must be >= 1")
+  if int(cfg.num_layers) < 0:
+    out.append(f"data.synthetic.num_layers={cfg.num_layers}: must be >= 0 (0: no layers)")
+  elif int(cfg.num_layers) and not 0 <= int(cfg.aligned_layer) < int(cfg.num_layers):
+    out.append(f"data.synthetic.aligned_layer={cfg.aligned_layer}: must be in [0, "
+               f"num_layers={cfg.num_layers})")
   return out
 
 
@@ -146,6 +167,10 @@ class WorldParams:
   nuisance_scale: float | None  # None: no nuisance (nuisance_dim = 0)
   hidden: int | None            # None: a linear map
   dims: tuple[tuple[str, int], ...]
+  # Layered views (None / 0: none); left out of the key when off, so adding the option
+  # changed no stored world.
+  num_layers: int = dataclasses.field(default=0, metadata=typed_json.OPTIONAL)
+  aligned_layer: int | None = dataclasses.field(default=None, metadata=typed_json.OPTIONAL)
 
   @classmethod
   def from_config(cls, cfg, *, seed: int) -> "WorldParams":
@@ -155,13 +180,17 @@ class WorldParams:
     mods = modalities(cfg.dims)
     dims = tuple((m, int(cfg.dims[m])) for m in mods)
     if seed003:
-      return cls(seed=int(seed), preset=cfg.preset, num_train=2000, num_test=int(cfg.num_test),
+      layers = int(cfg.num_layers)
+      return cls(num_layers=layers, aligned_layer=int(cfg.aligned_layer) if layers else None,
+                 seed=int(seed), preset=cfg.preset, num_train=2000, num_test=int(cfg.num_test),
                  num_classes=2, latent_dim=2, nuisance_dim=0, map="linear", noise=0.0,
                  reference_noise=float(cfg.reference_noise), class_sep=None,
                  nuisance_scale=None, hidden=None, dims=dims + ((REFERENCE, 2),))
     nuisance_dim = int(cfg.nuisance_dim)
     kind = str(cfg.map)
-    return cls(seed=int(seed), preset=cfg.preset, num_train=int(cfg.num_train),
+    layers = int(cfg.num_layers)
+    return cls(num_layers=layers, aligned_layer=int(cfg.aligned_layer) if layers else None,
+               seed=int(seed), preset=cfg.preset, num_train=int(cfg.num_train),
                num_test=int(cfg.num_test), num_classes=int(cfg.num_classes),
                latent_dim=int(cfg.latent_dim), nuisance_dim=nuisance_dim, map=kind,
                noise=float(cfg.noise), reference_noise=float(cfg.reference_noise),
@@ -240,21 +269,61 @@ def make_world(world: WorldParams) -> dict[str, dict[str, np.ndarray]]:
       wr, d_z, dims[REFERENCE], world.map, world.hidden)
   maps.update({m: new_map(m) for m in extra})
 
-  def observe(r, m, z, n):
+  nuisance = {}  # (split, modality) -> u, for the layered views
+
+  def observe(r, m, z, n, key):
     u = r.normal(size=(n, d_n)) * scale
+    nuisance[key, m] = u
     return _add_noise(r, maps[m](np.concatenate([z, u], axis=1)),
                       world.noise).astype(np.float32)
 
-  def draw(ss, n):
+  def draw(ss, n, key):
     r = np.random.default_rng(ss)
     labels = r.integers(0, c, size=n)
     z = means[labels] + r.normal(size=(n, d_z))
     out = {"labels": labels.astype(np.int32), "z": z.astype(np.float32)}
     for m in first:
-      out[m] = observe(r, m, z, n)
+      out[m] = observe(r, m, z, n, key)
     out[REFERENCE] = _add_noise(r, ref_map(z), world.reference_noise).astype(np.float32)
     for m in extra:
-      out[m] = observe(r, m, z, n)
+      out[m] = observe(r, m, z, n, key)
     return out
 
-  return {"train": draw(train_ss, world.num_train), "test": draw(test_ss, world.num_test)}
+  out = {"train": draw(train_ss, world.num_train, "train"),
+         "test": draw(test_ss, world.num_test, "test")}
+  if world.num_layers > 1:
+    _add_layers(world, out, nuisance)
+  return out
+
+
+def layer_scale(layer: int, num_layers: int, aligned: int) -> float:
+  """s_l: the nuisance scale of layer l relative to the last layer's (module docstring)."""
+  return 2.0 ** (abs(layer - aligned) - abs(num_layers - 1 - aligned))
+
+
+def _add_layers(world: WorldParams, out: dict, nuisance: dict) -> None:
+  """Adds ``"<m>@<l>"`` for l < L − 1 to both splits (own random streams: nothing else
+  changes)."""
+  dims = dict(world.dims)
+  L, d_z, d_n = world.num_layers, world.latent_dim, world.nuisance_dim
+  mr = np.random.default_rng(np.random.SeedSequence([world.seed, 4]))
+  maps = {(m, l): _random_map(mr, d_z + d_n, dims[m], world.map, world.hidden,
+                              5.0 if world.preset == "seed003" else None)
+          for m in world.modalities for l in range(L - 1)}
+  for i, split in enumerate(("train", "test")):
+    r = np.random.default_rng(np.random.SeedSequence([world.seed, 5, i]))
+    z = out[split]["z"].astype(np.float64)
+    for m in world.modalities:
+      u = nuisance[split, m]
+      for l in range(L - 1):
+        s = layer_scale(l, L, world.aligned_layer)
+        x = maps[m, l](np.concatenate([z, s * u], axis=1))
+        out[split][f"{m}@{l}"] = _add_noise(r, x, world.noise).astype(np.float32)
+
+
+def view_name(modality: str, layer, num_layers: int) -> str:
+  """The split key of ``modality`` at ``layer`` (an int, negative from the end)."""
+  if not num_layers:
+    return modality
+  l = int(layer) % num_layers
+  return modality if l == num_layers - 1 else f"{modality}@{l}"

@@ -18,6 +18,11 @@ noise).
   data (``maps.perfect_alignment``), d = the true latent dimension when the data has
   latents z, else d capped by D_x + D_y − 1; its info reports the alignment and (with z)
   reconstruction errors.
+- "asif" (Norelli et al., NeurIPS 2023; ``platonic_jax.asif``): no fit at all — each
+  sample's top-k similarities to the training anchors, raised to the power p, over the
+  anchors both modalities share (one dimension per anchor; ``eval.asif_k``,
+  ``eval.asif_p``). Its ``joint`` re-expresses a set of test rows in the basis of their
+  span (every inner product kept) for the kernel metrics.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Callable
 import numpy as np
 
 from platonic_jax import maps
-from platonic_jax.evaluation.records import CCAInfo, PerfectAlignmentInfo, ProcrustesInfo
+from platonic_jax.evaluation.records import (AsifInfo, CCAInfo, PerfectAlignmentInfo,
+                                             ProcrustesInfo)
 
 # Singular values below this fraction of the largest carry float32 rounding only.
 RANK_RTOL = 1e-5
@@ -129,8 +135,30 @@ def fit_perfect_alignment(params: BaselineParams, train) -> FittedSpace:
   return FittedSpace(params.kind, params.pair, {a: m.apply_x, b: m.apply_y}, info)
 
 
+def fit_asif(params, train):
+  """The ASIF space (``asif.AsifSpace``) of ``asif.AsifParams`` over the training pairs
+  (every caption's pair with all captions)."""
+  from platonic_jax import asif  # noqa: PLC0415 - jax: not for validation
+  owner = train.caption_image
+  anchors = {}
+  for side in params.pair:
+    if params.anchors == "all_captions" and owner is not None:
+      anchors[side] = (train.captions[side] if side in train.captions
+                       else train.views[side][np.asarray(owner)])
+    else:
+      anchors[side] = train.views[side]
+  space = asif.AsifSpace(params.kind, params.pair, anchors, params.k, params.p)
+  space.info = lambda test, n: AsifInfo(dim=space.num_anchors, anchors=space.num_anchors,
+                                        k=space.k, p=space.p)
+  return space
+
+
+CLOSED_FORM = ("procrustes", "cca", "perfect_alignment")  # fitted maps of a shared dim d
+JOINT_SPACES = ("asif",)  # spaces with ``joint``: too many dimensions for [d, d] statistics
+
 BASELINES: dict[str, Callable[[BaselineParams, object], FittedSpace]] = {
     "procrustes": fit_procrustes,
     "cca": fit_cca,
     "perfect_alignment": fit_perfect_alignment,
+    "asif": fit_asif,
 }

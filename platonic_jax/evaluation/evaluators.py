@@ -10,7 +10,10 @@ its inputs.
 
 A *space* is anything with ``name``, ``modalities`` and ``embed(modality, x [M, D]) ->
 [M, d]``: the trained adapters (``TrainedSpace``) or a closed-form baseline
-(``baselines.FittedSpace``, which also has ``info``).
+(``baselines.FittedSpace``, which also has ``info``). A space whose dimension is too
+large for [d, d] statistics (ASIF: one per anchor) also has ``joint(embeddings) ->
+embeddings``, the same rows in a basis of their span (every inner product kept), which
+the alignment, verdict and gap evaluators use.
 """
 
 from __future__ import annotations
@@ -20,21 +23,29 @@ from typing import Any, Callable
 
 import numpy as np
 
-from platonic_jax.evaluation import alignment, retrieval, transfer, verdict, views
+from platonic_jax.evaluation import (alignment, cycle_eval, modality_gap, retrieval, transfer,
+                                     verdict, views)
+from platonic_jax.evaluation.recipe_records import CycleResult, ModalityGap
 from platonic_jax.evaluation.records import (AlignmentTable, Retrieval, SpaceInfo,
                                              SpaceResult, Transfer, Verdict)
 
 
 class TrainedSpace:
   """The trained adapters as a space: ``embed(m, x) = result.embed(result.params, m, x)``
-  for a ``train.TrainResult``."""
+  for a ``train.TrainResult``; ``initial``: the adapters' parameters at step 0 (the
+  modality gap's "before"), or None."""
 
-  def __init__(self, result, modalities):
-    self.name, self.modalities = "trained", tuple(modalities)
-    self._result = result
+  def __init__(self, result, modalities, initial=None, name: str = "trained"):
+    self.name, self.modalities = name, tuple(modalities)
+    self.result = result
+    self.initial_params = initial
+    self.heads = result.heads  # circular heads along a path, or None
 
   def embed(self, modality: str, x: np.ndarray) -> np.ndarray:
-    return np.asarray(self._result.embed(self._result.params, modality, x))
+    return np.asarray(self.result.embed(self.result.params, modality, x))
+
+  def initial_embed(self, modality: str, x: np.ndarray) -> np.ndarray:
+    return np.asarray(self.result.embed(self.initial_params, modality, x))
 
 
 @dataclasses.dataclass
@@ -55,6 +66,13 @@ class _Embeddings:
     self.space, self.test, self._memo = space, test, {}
 
   def of(self, sides, n: int) -> dict[str, np.ndarray]:
+    joint = getattr(self.space, "joint", None)
+    if joint is not None:  # one basis for the rows of every side asked for together
+      key = (tuple(sorted(sides)), n)
+      if key not in self._memo:
+        self._memo[key] = joint({m: self.space.embed(m, self.test.views[m][:n])
+                                 for m in sorted(sides)})
+      return {m: self._memo[key][m] for m in sides}
     for m in sides:
       if (m, n) not in self._memo:
         self._memo[(m, n)] = self.space.embed(m, self.test.views[m][:n])
@@ -92,12 +110,28 @@ def run_info(params, space, ctx, emb) -> SpaceInfo:
   return space.info(ctx.test, _n(ctx, params.max_samples))
 
 
+def run_gap(params: modality_gap.GapParams, space, ctx, emb) -> ModalityGap:
+  n = _n(ctx, params.max_samples)
+  got = emb.of(params.pair, n)
+  initial = (space.initial_embed if getattr(space, "initial_params", None) is not None
+             else None)
+  return modality_gap.modality_gap(params, lambda m, x: got[m], ctx.test, initial=initial,
+                                   frozen=space.name == "trained")
+
+
+def run_cycle(params: cycle_eval.CycleEvalParams, space, ctx, emb) -> CycleResult:
+  n = _n(ctx, params.max_samples)
+  return cycle_eval.cycle_retrieval(params, emb.of(params.modalities, n), space.heads)
+
+
 EVALUATORS: dict[str, tuple[Callable, Any]] = {  # kind -> (run, result type)
     "alignment": (run_alignment, AlignmentTable),
     "verdict": (run_verdict, Verdict),
     "retrieval": (run_retrieval, Retrieval),
     "transfer": (run_transfer, Transfer),
     "info": (run_info, SpaceInfo),
+    "gap": (run_gap, ModalityGap),
+    "cycle": (run_cycle, CycleResult),
 }
 
 
@@ -115,4 +149,4 @@ def evaluate_space(space, stages, ctx: Context,
       ctx.after[space.name] = out[stage.kind]
   return SpaceResult(space.name, alignment=out.get("alignment"), verdict=out.get("verdict"),
                      retrieval=out.get("retrieval"), transfer=out.get("transfer"),
-                     info=out.get("info"))
+                     info=out.get("info"), gap=out.get("gap"), cycle=out.get("cycle"))

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from platonic_jax.evaluation.recipe_records import (AsifInfo, CycleResult, GapSweepEntry,
+                                                    LayerChoice, ModalityGap)
+from platonic_jax.evaluation.records_base import RankSummary  # noqa: F401 - re-exported
+
 
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
@@ -127,14 +131,6 @@ class Verdict:
 
 
 @dataclasses.dataclass(frozen=True)
-class RankSummary:
-  recall: dict[int, float]           # K -> recall@K (a fraction)
-  median_rank: float
-  mean_rank: float
-  num_queries: int
-
-
-@dataclasses.dataclass(frozen=True)
 class RetrievalDirection:
   query: str
   gallery: str
@@ -194,7 +190,7 @@ class PerfectAlignmentInfo:
   test_reconstruction_error: dict[str, float] | None = None
 
 
-SpaceInfo = ProcrustesInfo | CCAInfo | PerfectAlignmentInfo
+SpaceInfo = ProcrustesInfo | CCAInfo | PerfectAlignmentInfo | AsifInfo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +202,8 @@ class SpaceResult:
   retrieval: Retrieval | None = None
   transfer: Transfer | None = None
   info: SpaceInfo | None = None
+  gap: ModalityGap | None = None        # the modality gap (evaluation.modality_gap)
+  cycle: CycleResult | None = None      # the circular heads (trained space, cycle on)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +225,8 @@ class Results:
   before: AlignmentTable
   spaces: tuple[SpaceResult, ...] = ()
   history: tuple[LogRecord, ...] = ()
+  layer_choice: LayerChoice | None = None        # modalities.<m>.layer = "auto"
+  gap_sweep: tuple[GapSweepEntry, ...] = ()      # eval.gap_temperatures
 
   def space(self, name: str) -> SpaceResult | None:
     return next((s for s in self.spaces if s.name == name), None)

@@ -9,8 +9,8 @@ loaded.
   every missing entry, and saved whole.
 - Encoder sources make one pass per split over the TFDS data: grain decodes each image
   once (worker processes) and the batch goes through every pending image encoder; the
-  chosen caption (and, on the test split, every caption) through every pending text
-  encoder. The pass is saved in chunks of ``chunk_size`` rows, so a killed run resumes at
+  chosen caption (and, on the test split or with ``positives="all_captions"``, every
+  caption) through every pending text encoder. The pass is saved in chunks of ``chunk_size`` rows, so a killed run resumes at
   the first unfinished chunk.
 
 Multi-host: every process extracts (each needs the arrays it evaluates on) and only
@@ -205,7 +205,8 @@ def _encoded(reqs, entries, split, cache, log, *, chunk_size, batch_size, num_wo
         out[name] = {FEATURES: encode(r, images)}
         continue
       arrays = {FEATURES: encode(r, [str(c) for c in batch["caption"][keep]])}
-      if split == "test" and "captions" in batch:
+      every = split == "test" or r.params.positives == "all_captions"
+      if every and "captions" in batch:
         caps = [list(c) for c in batch["captions"][keep]]
         arrays[CAPTIONS] = encode(r, [c for cs in caps for c in cs])
         rows = np.asarray(batch["index"][keep]) + offset

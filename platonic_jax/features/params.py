@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from platonic_jax import typed_json
 from platonic_jax.data import synthetic
 
 INPUTS = ("image", "text")  # the raw inputs a data source has
@@ -48,26 +49,31 @@ class EncoderParams:
   """A frozen encoder run on one raw input; ``max_length`` for text only."""
   encoder: str            # hub id or local directory
   input: str              # "image" | "text"
-  layer: int
+  layer: int | str        # a hidden state, or "auto" (platonic_jax.layer_choice)
   pool: str
   dtype: str
   max_length: int | None = None
 
   @classmethod
   def from_config(cls, block, input_kind: str, encoders_cfg) -> "EncoderParams":
-    return cls(encoder=block.encoder, input=input_kind, layer=int(block.layer),
+    layer = block.layer
+    return cls(encoder=block.encoder, input=input_kind,
+               layer=layer if isinstance(layer, str) else int(layer),
                pool=block.pool, dtype=encoders_cfg.dtype,
                max_length=int(encoders_cfg.text_max_length) if input_kind == "text" else None)
 
 
 @dataclasses.dataclass(frozen=True)
 class FeatureParams:
-  """One source on one split: a synthetic ``view`` of the world, or an ``encoder`` over
-  the TFDS data."""
+  """One source on one split: a synthetic ``view`` of the world ("image", or "image@2"
+  for a layer of a layered world), or an ``encoder`` over the TFDS data.
+  ``positives="all_captions"`` on a text source of the train split also stores every
+  caption's features (as the test split always does)."""
   split: str
   data: DataParams
   view: str | None = None
   encoder: EncoderParams | None = None
+  positives: str = dataclasses.field(default="chosen", metadata=typed_json.OPTIONAL)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ import dataclasses
 
 from platonic_jax.evaluation.records import (AlignmentTable, Results, Retrieval,
                                              SpaceResult, Transfer, Verdict)
+from platonic_jax.report import recipes
 from platonic_jax.report.labels import Labels, fmt
 
 
@@ -144,6 +145,10 @@ def space_section(sp: SpaceResult, before: AlignmentTable, labels: Labels) -> li
     out += retrieval_table(sp.retrieval)
   if sp.transfer:
     out += transfer_table(sp.transfer)
+  if sp.gap:
+    out += recipes.gap_table(sp.gap)
+  if sp.cycle:
+    out += recipes.cycle_table(sp.cycle)
   if sp.info is not None:
     fields = dataclasses.asdict(sp.info)
     out += ["Fit: " + ", ".join(f"{k}={short(v)}" for k, v in fields.items() if v is not None),
@@ -156,9 +161,13 @@ def markdown(res: Results, labels: Labels) -> str:
   out = ["# platonic_jax report", "",
          f"Reference: `{labels.reference}` ({labels.sources.get('ref', '?')}); modalities: "
          f"{sources}; data: `{labels.data}`.", ""]
+  if res.layer_choice:
+    out += recipes.layer_choice_section(res.layer_choice)
   out += before_table(res.before, labels)
   for sp in res.spaces:
     out += space_section(sp, res.before, labels)
+  if res.gap_sweep:
+    out += recipes.gap_sweep_section(res.gap_sweep)
   if res.history:
     first, last = res.history[0], res.history[-1]
     out += ["## Training", "",

@@ -46,5 +46,14 @@ def summary(res: Results, labels: Labels) -> str:
       r1 = first.get(1)
     lines.append(f"baseline {sp.name}: mutual_knn(mean, ref)={fmt(mk)}  "
                  f"{res.pair[0]}→{res.pair[1]} R@1={fmt(None if r1 is None else 100 * r1, 1)}%")
+  if res.layer_choice:
+    lines.append("layer choice (mutual k-NN): " + ", ".join(
+        f"{e.modality} → {e.chosen}" for e in res.layer_choice.entries))
+  gap = trained.gap if trained else None
+  if gap is not None:
+    before = f"{fmt(gap.before.distance)} before → " if gap.before else ""
+    lines.append(f"modality gap {gap.pair[0]}/{gap.pair[1]} (trained): {before}"
+                 f"{fmt(gap.after.distance)} after, separable "
+                 f"{fmt(100 * gap.after.separability, 1)}%")
   lines.append(f"modalities: {', '.join(res.modalities)}; reference: {labels.reference}")
   return "\n".join(lines)
