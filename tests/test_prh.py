@@ -187,6 +187,35 @@ def test_a_model_the_registry_cannot_load_is_named_and_the_others_are_kept(input
   assert len(manifests) == 2  # the good vision and language models
 
 
+def test_nan_features_of_an_extracted_model_are_named_and_never_stored(inputs, tmp_path,
+                                                                      monkeypatch):
+  """A model whose features overflow (NaN in one layer, as a bf16 decoder can) fails with
+  its name, the layer and the dtype fix; nothing of it is stored, the others are."""
+  real = extract._chunk_arrays
+
+  def overflowing(enc, model, rows, batch_size):
+    out = real(enc, model, rows, batch_size)
+    if model.name == inputs["language"][1]:
+      out["feats"][3, 2, 0] = np.nan
+    return out
+
+  monkeypatch.setattr(extract, "_chunk_arrays", overflowing)
+  config = pfx.sweep_config({
+      "data.path": inputs["data"], "data.num_samples": N, "models.set": "",
+      "models.language": inputs["language"], "models.vision": (inputs["vision"][0],),
+      "features.language_dtype": "bfloat16", "scores.k": 5,
+      "scores.metrics": ("mutual_knn",)})
+  workdir = tmp_path / "w"
+  with pytest.raises(errors.InputError) as e:
+    sweep.run(config, str(workdir))
+  msg = str(e.value)
+  assert inputs["language"][1] in msg and "layer 2" in msg and "row 3" in msg
+  assert "--config.features.language_dtype=float32" in msg and inputs["language"][0] not in msg
+  assert len(glob.glob(os.path.join(str(workdir), "features", "*", "manifest.json"))) == 2
+  chunks = glob.glob(os.path.join(str(workdir), "features", "*", ".chunks-*", "*.npz"))
+  assert not chunks  # the finished entries dropped theirs; the bad model saved none
+
+
 def test_a_hub_id_that_cannot_be_fetched_names_the_model(inputs, tmp_path):
   config = pfx.sweep_config({
       "data.path": inputs["data"], "data.num_samples": N, "models.set": "",

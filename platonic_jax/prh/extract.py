@@ -119,6 +119,25 @@ def _chunk_arrays(enc, model: plan_lib.Model, rows, batch_size: int) -> dict[str
           "bpb": bpb.astype(np.float32), "loss": loss.astype(np.float32)}
 
 
+def check_chunk(model: plan_lib.Model, p: plan_lib.ExtractParams, arrays: dict, first_row: int
+                ) -> None:
+  """A chunk's features [n, L, D] (and bits per byte) finite before it is saved, else a
+  ValueError naming the model, the layer and the fix (a half-precision overflow is the
+  usual cause): a NaN never reaches the store, so the fixed re-run extracts it again."""
+  feats = arrays["feats"]
+  bad = ~np.isfinite(feats)
+  if bad.any():
+    row, layer, _ = (int(v) for v in np.argwhere(bad)[0])
+    fix = (f"set --config.features.{model.modality}_dtype=float32 (it ran in {p.dtype})"
+           if p.dtype != "float32" else "check the checkpoint (its weights may hold NaN)")
+    raise ValueError(f"layer {layer} of its features has {int(bad[:, layer].sum())} NaN/Inf "
+                     f"value(s) (first in row {first_row + row}); {fix}")
+  for key in ("bpb", "loss"):
+    if key in arrays and not np.isfinite(arrays[key]).all():
+      raise ValueError(f"its {key} is NaN/Inf on some captions; set "
+                       f"--config.features.{model.modality}_dtype=float32 or check the checkpoint")
+
+
 def _extract_one(model, p, entry: Entry, items, knobs: plan_lib.Knobs, stop: Stop, log):
   n = len(items)
   cs = knobs.chunk_size
@@ -129,8 +148,9 @@ def _extract_one(model, p, entry: Entry, items, knobs: plan_lib.Knobs, stop: Sto
   enc, numel = _load(model, p, knobs.model_parallel)
   try:
     for i in range(start, num):
-      entry.save_chunk(cs, i, _chunk_arrays(enc, model, items[i * cs:(i + 1) * cs],
-                                            knobs.batch_size))
+      arrays = _chunk_arrays(enc, model, items[i * cs:(i + 1) * cs], knobs.batch_size)
+      check_chunk(model, p, arrays, i * cs)
+      entry.save_chunk(cs, i, arrays)
       log(f"features {model.name}: chunk {i + 1}/{num}")
       stop.check(f"after chunk {i + 1}/{num} of {model.name}")
     entry.finalise(cs, num, extra={"num_params": np.array([numel], np.int64)})

@@ -40,7 +40,7 @@ def _features(plan: plan_lib.Plan, workdir: str, model: plan_lib.Model
   entry = Entry(workdir, plan.keys[model.features], plan.docs[model.features])
   arrays = entry.load()
   layers = np.ascontiguousarray(np.moveaxis(arrays["feats"], 1, 0))  # [N, L, D] -> [L, N, D]
-  release_files.check_finite(layers, entry.root)
+  release_files.check_finite(layers, f"{model.modality} model {model.name!r} ({entry.root})")
   mean = lambda k: float(np.mean(arrays[k], dtype=np.float64)) if k in arrays else None  # noqa
   return release_files.LayerFeatures(layers, int(arrays["num_params"][0]), mean("bpb"),
                                      mean("loss"), entry.root)
