@@ -300,8 +300,22 @@ def test_the_sweep_reads_a_directory_of_release_files(pt_files, tmp_path):
 
 def test_torch_is_optional_with_a_clear_message(monkeypatch, pt_files):
   monkeypatch.setitem(sys.modules, "torch", None)
+  path = next(iter(pt_files.values()))
   with pytest.raises(errors.InputError, match="needs PyTorch.*pip install torch"):
-    release_files.load(next(iter(pt_files.values())))
+    release_files.load(path)
+  rc, out, err = _cli(path, path, "--metric=mutual_knn", "--k=10")  # the CLI: one line
+  assert rc == 2 and not out and err.startswith("error: ") and "needs PyTorch" in err
+  assert len(err.strip().splitlines()) == 1
+
+
+def test_the_issue_command_on_two_release_files(pt_files):
+  """python -m platonic_jax.metrics X.pt Y.pt --metric=mutual_knn --k=10, as a process."""
+  x, y = pt_files["vit_tiny_patch16_224.augreg_in21k"], pt_files["huggyllama/llama-tiny"]
+  p = subprocess.run([sys.executable, "-m", "platonic_jax.metrics", x, y,
+                      "--metric=mutual_knn", "--k=10"], cwd=ROOT, env=env(),
+                     capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert p.stdout.startswith("mutual_knn = ") and "(layers a[" in p.stdout
 
 
 # ----- small parts -----------------------------------------------------------------------------
