@@ -451,8 +451,10 @@ def _sigterm_flag():
 
 
 def _host(x):
-  """A replicated (possibly multi-host) array as numpy, from this process's copy."""
-  return np.asarray(x.addressable_data(0))
+  """A replicated (possibly multi-host) array as numpy, from this process's copy: an
+  explicit transfer (``jax.device_get``), so the loop runs under
+  ``jax.transfer_guard("disallow")`` (tests)."""
+  return np.asarray(jax.device_get(x.addressable_data(0)))
 
 
 def init_params(model: adapters.Adapters, params: TrainParams, dims: Mapping[str, int],
@@ -573,21 +575,29 @@ def train_adapters(params: TrainParams, features: Mapping[str, np.ndarray], dire
           f"loss is NaN/inf at step {bad}: training stopped (no checkpoint written after "
           f"it). Lower --config.train.lr, raise --config.loss.tau, or check the features.")
 
+  # What a log step reads, computed on the device from the state (the schedule at the
+  # update just made, the learned temperature) and then fetched explicitly: the loop
+  # moves nothing implicitly between host and device (tests run it under
+  # jax.transfer_guard("disallow")), so no step waits on a hidden transfer.
+  logged_lr = jax.jit(lambda s: schedule(s - 1))
+  logged_tau = jax.jit(lambda p: 1.0 / losses.scale_and_bias(params.loss, p)[0])
+
   try:
     with jax.set_mesh(mesh), _sigterm_flag() as sigterm:
-      first_bad = jnp.int32(-1)
+      # made on the devices (a constant of the program): no transfer, also multi-host
+      first_bad = jax.jit(lambda: jnp.int32(-1), out_shardings=replicated)()
       step = start
       while step < op.num_steps:
         state, metrics = step_fn(state, batches.get(step))
         step += 1
-        first_bad = _first_nonfinite(first_bad, metrics["loss"], step)
+        # state.step (on the device, = step) marks the step: no host scalar goes up.
+        first_bad = _first_nonfinite(first_bad, metrics["loss"], state.step)
         if step % cadence.log_every == 0 or step == op.num_steps:
           check_finite(first_bad)
           record = {k: float(_host(v)) for k, v in metrics.items()}
-          record["lr"] = float(schedule(step - 1))
+          record["lr"] = float(_host(logged_lr(state.step)))
           if params.loss.learn_tau:
-            scale, _ = losses.scale_and_bias(params.loss, state.params["loss"])
-            record["tau"] = float(1.0 / _host(scale))
+            record["tau"] = float(_host(logged_tau(state.params["loss"])))
           logger.log(step, record)
         preempted = sigterm["set"] or (jax.process_count() > 1 and
                                        mngr.reached_preemption(step))

@@ -118,7 +118,8 @@ def _recipes(config) -> list[str]:
 
 def _encoders(config) -> list[str]:
   out = []
-  _enum(out, "encoders.dtype", config.encoders.dtype, ("float32", "bfloat16"))
+  from platonic_jax.encoders import auto_dtype  # noqa: PLC0415 - light, no jax
+  _enum(out, "encoders.dtype", config.encoders.dtype, auto_dtype.CHOICES)
   _at_least(out, config.encoders, "encoders", ("batch_size", "text_max_length"), 1)
   _at_least(out, config.features, "features", ("chunk_size",), 1)
   return out

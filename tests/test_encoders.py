@@ -418,3 +418,14 @@ def test_text_encoder_through_load_matches_torch_and_counts_truncation(tmp_path)
   # A caption's features do not depend on its batch mates or the batch size.
   alone = enc.encode(texts[1:2], batch_size=8)
   np.testing.assert_allclose(alone[0], feats[-1][1], rtol=1e-5, atol=1e-6)
+
+
+def test_load_auto_is_float32_on_cpu_and_bad_names_fail(tmp_path):
+  directory, _ = fx.tiny_resnet(str(tmp_path))
+  enc = encoders.load(directory, dtype="auto")
+  assert enc.dtype == np.dtype(np.float32)
+  np.testing.assert_array_equal(enc.encode(fx.random_images(2)),
+                                encoders.load(directory, dtype="float32").encode(
+                                    fx.random_images(2)))
+  with pytest.raises(ValueError, match="use 'auto', 'float32' or 'bfloat16'"):
+    encoders.load(directory, dtype="half")

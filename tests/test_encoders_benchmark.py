@@ -33,10 +33,3 @@ def test_gemm_peak_is_a_finite_rate_for_both_libraries():
   for xla, torch_rate in peaks.values():
     assert np.isfinite(xla) and xla > 0 and np.isfinite(torch_rate) and torch_rate > 0
 
-
-def test_unknown_model_is_a_one_line_error_naming_the_allowed_ones():
-  import pytest
-  with pytest.raises(SystemExit) as e:
-    bench.main(["--models=vit-s16,vit-xl"])
-  msg = str(e.value)
-  assert "\n" not in msg and "'vit-xl'" in msg and "vit-s16, vit-b16, vit-l14" in msg

@@ -430,7 +430,7 @@ def test_dot_product_attention_form_matches_the_cpu_form(tmp_path, images):
                                img_size=28, input_size=(42, 28))
   enc = encoders.load(directory)
   cpu = enc.encode(images, batch_size=8, layers="all")
-  enc.module = enc.module.clone(attention_group=0)
+  enc.module = enc.module.clone(attention_impl="xla", attention_group=0)
   enc._fns.clear()
   np.testing.assert_allclose(enc.encode(images, batch_size=8, layers="all"), cpu,
                              rtol=1e-5, atol=1e-6)
@@ -447,7 +447,7 @@ def test_local_copy_of_a_hub_folder_loads_the_same(tmp_path):
                                 encoders.load(copy).encode(imgs))
 
 
-def test_full_size_check_runs_and_matches_timm(num_devices):
+def test_full_size_check_runs_and_matches_timm(num_devices, capsys):
   """benchmarks.vit_full_size (ViT-H / ViT-g at full width, run by hand) on a 1-block
   ViT-g at 518 px, sharded over 2 devices; a bad id is a one-line error."""
   from platonic_jax.benchmarks import vit_full_size
@@ -455,8 +455,10 @@ def test_full_size_check_runs_and_matches_timm(num_devices):
                              "--model_parallel=2"])
   assert [r["dtype"] for r in rows] == ["float32", "bfloat16"]
   assert rows[0]["rel_err"] < FP32_TOL and rows[1]["rel_err"] < BF16_TOL
-  with pytest.raises(SystemExit, match="not a supported timm ViT id: convnext_tiny"):
+  with pytest.raises(SystemExit) as e:
     vit_full_size.main(["--models=convnext_tiny.in1k"])
+  assert e.value.code == 2
+  assert "not a supported timm ViT id: convnext_tiny" in capsys.readouterr().err
 
 
 def test_legacy_single_dict_timm_config_reads_like_timm():

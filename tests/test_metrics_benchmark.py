@@ -13,6 +13,14 @@ def test_benchmark_workers_agree_with_the_reference_approach(metric):
   assert ours["seconds"] > 0 and 0 < ours["efficiency"] and ours["peak_rss_mb"] > 0
 
 
+def test_worker_rows_name_their_tile_and_recall():
+  approx = bench.run_one("mutual_knn@approx", 96)
+  assert approx["peak_dtype"] == "fp32" and approx["tile"] == 96   # the default, balanced
+  # Off TPU approx_max_k is exact (and "auto" keeps the exact host kernel on CPU).
+  assert approx["approx_recall_measured"] == 1.0 and approx["approx_recall_target"] == 0.95
+  assert bench.run_one("cka", 96)["tile"] is None   # linear CKA is not tiled
+
+
 def test_benchmark_table_and_targets():
   rows = [
       {"metric": "mutual_knn", "n": 16000, "seconds": 5.0, "peak_rss_mb": 600.0,

@@ -25,7 +25,6 @@ shared machine are noisy: the ratio column compares rates measured in the same r
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -36,14 +35,21 @@ import numpy as np
 
 
 def _parse(argv):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  from platonic_jax.benchmarks import common
+  p = common.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--num_images", type=int, default=512)
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--workers", type=int, default=None,
                  help="worker processes (default: configs/flickr.py data.num_workers)")
-  p.add_argument("--size", default="500x375", help="WxH of the fake photos")
+  p.add_argument("--size", type=common.ints(16, sep="x"), default=(500, 375),
+                 help="WxH of the fake photos, e.g. 500x375")
   p.add_argument("--seconds", type=float, default=8.0, help="timed seconds for the encoder")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if len(args.size) != 2:
+    p.error(f"argument --size: give WxH, e.g. 500x375, got {'x'.join(map(str, args.size))}")
+  if args.num_images < 1 or args.batch < 1 or (args.workers or 0) < 0:
+    p.error("arguments --num_images / --batch must be >= 1 and --workers >= 0")
+  return args
 
 
 def _default_workers() -> int:
@@ -124,16 +130,17 @@ def _time(fn, seconds: float, min_iters: int = 3) -> float:
   return n / (time.perf_counter() - t0)
 
 
-def _encoder_rate(batch: int, seconds: float, tmp: str) -> float:
+def _encoder_rate(batch: int, seconds: float, tmp: str, tiny: bool = False) -> float:
   """Flax ResNet-18 forward images/s: microsoft/resnet-18's config with random weights,
-  saved as a HF checkpoint and loaded by ``encoders.load`` (no download)."""
+  saved as a HF checkpoint and loaded by ``encoders.load`` (no download). ``tiny``: the
+  same architecture a few channels wide (``benchmarks.device --quick``)."""
   import jax
   import transformers as T
 
   from platonic_jax import encoders
   from platonic_jax.benchmarks.encoders import _configs
   path = os.path.join(tmp, "resnet18")
-  T.ResNetModel(_configs("resnet18")).save_pretrained(path)
+  T.ResNetModel(_configs("resnet18", tiny)).save_pretrained(path)
   T.ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875).save_pretrained(path)
   enc = encoders.load(path, dtype="float32")
   # The model on already-preprocessed [B, 224, 224, 3] input (the loader's output), so
@@ -150,11 +157,11 @@ def main(argv=None):
   import ml_collections
 
   import platonic_jax.data as pdata
+  from platonic_jax.benchmarks import common
   workers = _default_workers() if args.workers is None else args.workers
-  w, h = (int(v) for v in args.size.lower().split("x"))
-  print(f"devices: {jax.devices()}  cpus: {os.cpu_count()}  load average: "
-        f"{os.getloadavg()[0]:.1f}  images: {args.num_images} {w}x{h}  batch: {args.batch}  "
-        f"workers: {workers}", flush=True)
+  w, h = args.size
+  common.print_header(f"load average: {os.getloadavg()[0]:.1f}  images: {args.num_images} "
+                      f"{w}x{h}  batch: {args.batch}  workers: {workers}")
   with tempfile.TemporaryDirectory() as tmp:
     folder = os.path.join(tmp, "folder")
     os.makedirs(folder)

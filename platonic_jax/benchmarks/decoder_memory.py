@@ -20,7 +20,6 @@ Rows: ``(mode, process, model GB, runtime GB, peak GB, (peak - runtime) / model,
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -184,16 +183,19 @@ def format_row(r: tuple) -> str:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  from platonic_jax.benchmarks import common
+  p = common.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--gb", type=float, default=2.0)
   p.add_argument("--dir", default="/tmp/pj_mem_ckpt")
-  p.add_argument("--modes", default="single,multi")
+  p.add_argument("--modes", type=common.choices(TARGETS), default=tuple(TARGETS),
+                 help=f"comma list of {', '.join(TARGETS)}")
   p.add_argument("--keep", action="store_true", help="keep the checkpoint directory")
   a = p.parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    return run(a.gb, a.dir, tuple(m.strip() for m in a.modes.split(",") if m.strip()), a.keep)
-  except ValueError as e:
-    raise SystemExit(f"error: {e}") from None
+  if not a.gb > 0:
+    p.error(f"argument --gb: must be positive, got {a.gb}")
+  # The header's jax runs in this (parent) process only; the children start their own.
+  common.print_header(f"checkpoint {a.gb} GB in {a.dir}; modes {', '.join(a.modes)}")
+  return run(a.gb, a.dir, a.modes, a.keep)
 
 
 if __name__ == "__main__":

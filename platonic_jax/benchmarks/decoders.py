@@ -20,11 +20,11 @@ timed in interleaved rounds so both see the same background load. Rows:
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from typing import Callable
 
+from platonic_jax.benchmarks import common
 from platonic_jax.benchmarks.encoders_gpt2 import (_jnp_dtype, _median_rate, format_row,
                                                    make_variants, parse_timing_args,
                                                    random_tokens)
@@ -50,15 +50,18 @@ def _config(size: str, vocab: int):
 
 
 def _torch_call(model, ids, mask, autocast: bool) -> Callable[[], tuple]:
+  """One forward of ``model`` on the device of ``ids`` -> (last pool [B, D], nats [B]),
+  both on the host (on CUDA the copy also waits for the kernels: the timing is whole)."""
   import torch
+  device = ids.device.type
 
   def call():
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
       out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
       pooled = [h.float().mean(1) for h in out.hidden_states]   # every real token
       logp = torch.log_softmax(out.logits[:, :-1].float(), -1)
       nats = -logp.gather(-1, ids[:, 1:, None])[..., 0].sum(1)
-      return pooled[-1], nats
+      return pooled[-1].cpu(), nats.cpu()
   return call
 
 
@@ -83,8 +86,10 @@ def _jax_call(config, params, ids, mask, dtype) -> Callable[[], tuple]:
 
 
 def run(sizes=("125m", "1b"), dtypes=DTYPES, batch: int = 8, seq: int = 64, rounds: int = 5,
-        threads: int | None = None, vocab: int = 32000, verbose: bool = True) -> list[tuple]:
-  """Benchmarks each size x dtype; returns rows (module docstring)."""
+        threads: int | None = None, vocab: int = 32000, verbose: bool = True,
+        torch_device: str = "cpu") -> list[tuple]:
+  """Benchmarks each size x dtype; returns rows (module docstring). ``torch_device``:
+  where PyTorch runs ("cuda" on a GPU machine; JAX runs on its default backend)."""
   import jax
   import numpy as np
   import torch
@@ -111,6 +116,10 @@ def run(sizes=("125m", "1b"), dtypes=DTYPES, batch: int = 8, seq: int = 64, roun
     # only copies are the JAX device arrays (peak: torch's model + one per JAX dtype).
     params = decoder.convert({k: v.detach().numpy() for k, v in tmodel.state_dict().items()}, cfg)
     ids, mask, tids, tmask = random_tokens(cfg.vocab_size, batch, seq)
+    if torch_device != "cpu":
+      # convert's numpy views keep torch's CPU storage alive after the move, so JAX's
+      # device_put below still reads the same weights (host copy + one on each device).
+      tmodel, tids, tmask = tmodel.to(torch_device), tids.to(torch_device), tmask.to(torch_device)
     variants = make_variants(
         dtypes, lambda dt: _torch_call(tmodel, tids, tmask, dt == "bf16"),
         lambda dt: _jax_call(cfg, params, ids, mask, _jnp_dtype(dt)))
@@ -152,19 +161,20 @@ def run(sizes=("125m", "1b"), dtypes=DTYPES, batch: int = 8, seq: int = 64, roun
 
 
 def main(argv=None) -> list[tuple]:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--sizes", default="125m,1b", help=f"comma list of {', '.join(SIZES)}")
-  p.add_argument("--dtypes", default="fp32,bf16")
+  p = common.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--sizes", type=common.choices(SIZES), default=("125m", "1b"),
+                 help=f"comma list of {', '.join(SIZES)}")
+  p.add_argument("--dtypes", type=common.choices(DTYPES), default=DTYPES,
+                 help=f"comma list of {', '.join(DTYPES)}")
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seq", type=int, default=64)
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
   a = parse_timing_args(p, argv)
-  split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
   try:
-    return run(split(a.sizes), split(a.dtypes), a.batch, a.seq, a.rounds, a.threads or None)
-  except ValueError as e:   # a bad option: one line, not a traceback
-    raise SystemExit(f"error: {e}") from None
+    return run(a.sizes, a.dtypes, a.batch, a.seq, a.rounds, a.threads or None)
+  except ValueError as e:   # a value run() refuses (seq < 2): one line, not a traceback
+    p.error(str(e))
 
 
 if __name__ == "__main__":

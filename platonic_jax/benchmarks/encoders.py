@@ -28,12 +28,12 @@ share near or above 100% is out of reach for any implementation on this machine.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 import types
 
+from platonic_jax.benchmarks import common
 from platonic_jax.benchmarks.encoders_gpt2 import format_row
 
 # The ViT rows: timm architectures of the Platonic study (ViT-S/16 and ViT-B/16 AugReg,
@@ -42,27 +42,20 @@ _TIMM_MODELS = {"vit-s16": "vit_small_patch16_224.augreg_in21k",
                 "vit-b16": "vit_base_patch16_224.augreg_in21k",
                 "vit-l14": "vit_large_patch14_clip_224.laion2b"}
 MODELS = ("resnet18", "gpt2", "dinov2-s", "dinov2-b") + tuple(_TIMM_MODELS)
-
-
-def _models(arg: str) -> list[str]:
-  """--models as a list; an unknown name is a one-line error naming the allowed ones."""
-  names = [m.strip() for m in arg.split(",") if m.strip()]
-  bad = [m for m in names if m not in MODELS]
-  if bad or not names:
-    raise SystemExit(f"--models: unknown model(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-                     f"choose from {', '.join(MODELS)}")
-  return names
+DTYPES = ("fp32", "bf16")
 
 
 def _parse(argv):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--models", default=",".join(MODELS))
+  p = common.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", type=common.choices(MODELS), default=MODELS,
+                 help=f"comma list of {', '.join(MODELS)}")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--seq", type=int, default=77, help="GPT-2 tokens per sequence")
   p.add_argument("--image", type=int, default=224, help="image side in pixels")
   p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per variant")
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
-  p.add_argument("--dtypes", default="fp32,bf16")
+  p.add_argument("--dtypes", type=common.choices(DTYPES), default=DTYPES,
+                 help=f"comma list of {', '.join(DTYPES)}")
   p.add_argument("--single_thread", action="store_true",
                  help="1 torch thread and single-threaded XLA:CPU: robust to a loaded machine, "
                       "where multi-threaded torch (OpenMP barriers) degrades far more than XLA")
@@ -79,7 +72,11 @@ def _parse(argv):
   p.add_argument("--xla_flags", default=None,
                  help="extra XLA_FLAGS, set before jax starts (e.g. "
                       "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce,individual_convolution)")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  for flag in ("batch", "seq", "image"):
+    if getattr(args, flag) < 1:
+      p.error(f"argument --{flag}: must be >= 1, got {getattr(args, flag)}")
+  return args
 
 
 def _timm():
@@ -87,26 +84,37 @@ def _timm():
   return torchvision_standin.import_timm()[0]
 
 
-def _configs(name):
+# tiny=True: the same architectures shrunk to a few thousand parameters, for the CPU
+# smoke run of ``benchmarks.device --quick`` (28 px images: two patches of 14 a side).
+TINY_IMAGE = 28
+_TINY_TIMM = dict(depth=2, embed_dim=64, num_heads=4, img_size=TINY_IMAGE)
+
+
+def _configs(name, tiny: bool = False):
   import transformers as T
   if name in _TIMM_MODELS:   # the timm hub config of the id (its architecture, pretrained_cfg)
     from platonic_jax.encoders import timm_format
     arch = _TIMM_MODELS[name].split(".")[0]
     cfg = _timm().models.get_pretrained_cfg(_TIMM_MODELS[name]).to_dict()
-    return timm_format.config_from_dict({"architecture": arch, "pretrained_cfg": cfg})
+    return timm_format.config_from_dict({"architecture": arch, "pretrained_cfg": cfg,
+                                         "model_args": _TINY_TIMM if tiny else {}})
   if name == "resnet18":   # microsoft/resnet-18's config.json
-    return T.ResNetConfig(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
+    sizes, depths = ([8, 16, 16, 32], [1, 1, 1, 1]) if tiny else ([64, 128, 256, 512], [2, 2, 2, 2])
+    return T.ResNetConfig(embedding_size=sizes[0], hidden_sizes=sizes, depths=depths,
                           layer_type="basic", hidden_act="relu", downsample_in_first_stage=False)
   if name == "gpt2":       # openai-community/gpt2 (124M)
-    return T.GPT2Config()
+    return T.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=512) if tiny else T.GPT2Config()
   if name in ("dinov2-s", "dinov2-b"):   # facebook/dinov2-small / -base: trained at 518 px
     d, h = (384, 6) if name == "dinov2-s" else (768, 12)
+    if tiny:
+      return T.Dinov2Config(hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                            mlp_ratio=4, image_size=TINY_IMAGE, patch_size=14)
     return T.Dinov2Config(hidden_size=d, num_attention_heads=h, num_hidden_layers=12,
                           mlp_ratio=4, image_size=518, patch_size=14)
   raise ValueError(f"unknown model {name!r}")
 
 
-def _torch_model(name, config):
+def _torch_model(name, config, tiny: bool = False):
   import torch
   import transformers as T
   if name not in _TIMM_MODELS:
@@ -130,7 +138,8 @@ def _torch_model(name, config):
       x = m.norm_pre(m._pos_embed(m.patch_embed(pixel_values)))
       return types.SimpleNamespace(pooler_output=m.blocks(x)[:, 0])
 
-  return TimmBlocks(_timm().create_model(_TIMM_MODELS[name], pretrained=False)).eval()
+  kw = _TINY_TIMM if tiny else {}
+  return TimmBlocks(_timm().create_model(_TIMM_MODELS[name], pretrained=False, **kw)).eval()
 
 
 def _round_robin(calls: dict, seconds: float, min_rounds: int = 3) -> dict:
@@ -159,8 +168,9 @@ def _bench_model(name, args, dtypes, rows, roofline):
 
   from platonic_jax.encoders import core, registry
 
-  config = _configs(name)
-  tmodel = _torch_model(name, config)
+  tiny = getattr(args, "tiny", False)   # benchmarks.device --quick
+  config = _configs(name, tiny)
+  tmodel = _torch_model(name, config, tiny)
   arch = registry.get(config.model_type)
   sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
   params = arch.convert(sd, config)
@@ -342,8 +352,7 @@ def _print_roofline(roofline: dict, peaks: dict) -> None:
 
 
 def main(argv=None):
-  args = _parse(sys.argv[1:] if argv is None else argv)
-  _models(args.models)   # before the slow imports: a typo fails at once
+  args = _parse(sys.argv[1:] if argv is None else argv)   # before the slow imports
   flags = args.xla_flags or ""
   if args.single_thread:
     flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -352,23 +361,23 @@ def main(argv=None):
     flags += f" --xla_force_host_platform_device_count={args.cpu_devices}"
   if flags.strip():
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
-  import jax
   import torch
   threads = args.threads or len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
   if args.torch_device == "cuda":
     if not torch.cuda.is_available():
-      raise SystemExit(f"--torch-device=cuda, but this torch ({torch.__version__}) sees no CUDA "
-                       "device: install a CUDA build of torch on the GPU machine, or drop the flag")
+      common.option_error("--torch-device", f"cuda, but this torch ({torch.__version__}) sees "
+                          "no CUDA device: install a CUDA build of torch on the GPU machine, "
+                          "or drop the flag")
     # fp32 means fp32: cuDNN convolutions default to TF32, the encoders run HIGHEST.
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-  print(f"devices: {jax.devices()}  torch threads: {threads}  batch: {args.batch}  "
-        f"image: {args.image}px  seq: {args.seq}  XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}  "
-        f"load average: {os.getloadavg()[0]:.1f}", flush=True)
+  common.print_header(f"torch {torch.__version__} ({args.torch_device}, {threads} threads)  "
+                      f"batch: {args.batch}  image: {args.image}px  seq: {args.seq}  "
+                      f"load average: {os.getloadavg()[0]:.1f}")
   rows, roofline = [], {}
-  dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-  for name in _models(args.models):
+  dtypes = list(args.dtypes)
+  for name in args.models:
     _bench_model(name, args, dtypes, rows, roofline)
   print("\nmodel     dtype impl                         throughput         ratio")
   for r in rows:

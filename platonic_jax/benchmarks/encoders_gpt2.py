@@ -30,6 +30,9 @@ import sys
 import time
 from typing import Callable
 
+from platonic_jax.benchmarks import common
+
+DTYPES = ("fp32", "bf16")
 
 # Relative error of the pooled features vs PyTorch fp32 above which run() raises.
 _TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
@@ -192,26 +195,30 @@ def parse_timing_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
   ``--batch`` and ``--seq``."""
   add_single_thread_flag(parser)
   a = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  for flag in ("batch", "seq", "rounds"):
+    if getattr(a, flag, 1) < 1:
+      parser.error(f"argument --{flag}: must be >= 1, got {getattr(a, flag)}")
   apply_single_thread(a)
-  import jax
   import torch
-  print(f"devices: {jax.devices()}  torch threads: {a.threads or os.cpu_count()}  "
-        f"batch: {a.batch}  seq: {a.seq}  torch {torch.__version__}  jax {jax.__version__}  "
-        f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  common.print_header(f"torch {torch.__version__}  torch threads: {a.threads or os.cpu_count()}"
+                      f"  batch: {a.batch}  seq: {a.seq}")
   return a
 
 
 def main(argv=None) -> list[tuple]:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = common.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--seq", type=int, default=64)
   p.add_argument("--rounds", type=int, default=7)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0 = cpu count)")
-  p.add_argument("--dtypes", default="fp32,bf16")
+  p.add_argument("--dtypes", type=common.choices(DTYPES), default=DTYPES,
+                 help=f"comma list of {', '.join(DTYPES)}")
   p.add_argument("--n_layer", type=int, default=12)
   a = parse_timing_args(p, argv)
-  return run(a.batch, a.seq, a.rounds, a.threads or None,
-             tuple(d.strip() for d in a.dtypes.split(",") if d.strip()), a.n_layer)
+  try:
+    return run(a.batch, a.seq, a.rounds, a.threads or None, a.dtypes, a.n_layer)
+  except ValueError as e:   # a value run() refuses (e.g. seq beyond GPT-2's positions)
+    p.error(str(e))
 
 
 if __name__ == "__main__":

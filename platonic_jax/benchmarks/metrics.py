@@ -38,12 +38,26 @@ MEASURES = ("procrustes", "shape_metric", "rsa", "pwcca", "mean_cca", "rv",
 # At the largest sizes only the metrics with distinct costs (the other k-NN metrics
 # reuse mutual_knn's neighbour pass; their extra cost is O(N k^2)).
 LARGE = ("mutual_knn", "cka", "unbiased_cka", "cknna", "svcca")
+APPROX_RECALL = 0.95  # the recall target of the "mutual_knn@approx" rows
 DENSE_KNN_MAX = 16384  # the reference Gram + argsort needs ~28 N^2 bytes
 DENSE_CKA_MAX = 4096  # dense trace(K H L H) is O(N^3): ~20 min at 16k here
 
 
 def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_device_mb() -> float | None:
+  """Peak bytes in use on the first device in MiB since the process started
+  (``memory_stats()['peak_bytes_in_use']``), or None where the backend reports none
+  (XLA:CPU: its buffers are host memory, counted in the peak RSS)."""
+  import jax
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # noqa: BLE001 - a backend without memory stats
+    return None
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2 ** 20
 
 
 def _features(n: int, seed: int):
@@ -64,20 +78,26 @@ def _features(n: int, seed: int):
   return x
 
 
-def _matmul_peak_gflops() -> float:
-  """Best-of-5 fp32 throughput of a jitted [2048, 768] x [768, 2048] matmul on every
-  device of the data mesh at once (with several XLA:CPU devices each runs its own, so
-  the peak is that of the whole machine, as the metrics use it)."""
+def _matmul_peak_gflops(bf16: bool = False) -> float:
+  """Best-of-5 throughput of a jitted [r, 768] x [768, r] matmul on every device of the
+  data mesh at once (with several XLA:CPU devices each runs its own, so the peak is
+  that of the whole machine, as the metrics use it). fp32 (HIGHEST: true fp32 on GPU /
+  TPU too, as the fp32 k-NN sweep), or ``bf16`` operands with f32 results (the bf16
+  sweep). r = 2048 on CPU; 8192 on accelerators, whose k-NN blocks are that large
+  (``tiling.device_tile``) and which a 2048 matmul would leave mostly idle."""
   import jax
   import jax.numpy as jnp
   from jax.sharding import PartitionSpec as P
   from platonic_jax import sharding
   mesh = sharding.data_mesh()
   ndev = mesh.devices.size
-  x = jax.device_put(jnp.ones((ndev * 2048, D), jnp.float32),
+  r = 2048 if sharding.on_cpu(mesh) else 8192
+  dtype, prec = ((jnp.bfloat16, jax.lax.Precision.DEFAULT) if bf16
+                 else (jnp.float32, jax.lax.Precision.HIGHEST))
+  x = jax.device_put(jnp.ones((ndev * r, D), dtype),
                      jax.NamedSharding(mesh, P(sharding.DATA)))
   f = jax.jit(jax.shard_map(
-      lambda a: jnp.dot(a, a.T, precision=jax.lax.Precision.HIGHEST)[None],
+      lambda a: jnp.dot(a, a.T, precision=prec, preferred_element_type=jnp.float32)[None],
       mesh=mesh, in_specs=P(sharding.DATA), out_specs=P(sharding.DATA)))
   f(x).block_until_ready()
   best = float("inf")
@@ -85,7 +105,7 @@ def _matmul_peak_gflops() -> float:
     t0 = time.perf_counter()
     f(x).block_until_ready()
     best = min(best, time.perf_counter() - t0)
-  return ndev * 2 * 2048 * 2048 * D / best / 1e9
+  return ndev * 2 * r * r * D / best / 1e9
 
 
 def _timed(fn):
@@ -107,13 +127,14 @@ def _timed(fn):
   return out, best, False
 
 
-def run_one(metric: str, n: int, tile: int) -> dict:
-  """One measurement of our implementation, in this (fresh) process."""
+def run_one(metric: str, n: int, tile: int | None = None) -> dict:
+  """One measurement of our implementation, in this (fresh) process. ``tile=None``:
+  the library's default (sized from the device's memory)."""
   import numpy as np
   from platonic_jax import metrics
   a, b = _features(n, 0), _features(n, 1)
-  peak = _matmul_peak_gflops()
   name, _, variant = metric.partition("@")
+  peak = _matmul_peak_gflops(bf16=variant == "bf16")
   kw = {}
   if name in KNN or name in ("cknna", "knn_jaccard", "rank_similarity", "second_order_cosine"):
     kw = {"k": K, "tile": tile}
@@ -121,11 +142,17 @@ def run_one(metric: str, n: int, tile: int) -> dict:
     kw["precision"] = "bf16"
   if variant == "rbf":
     kw = {"kernel": "rbf", "sigma": 1.0, "tile": tile}
+  if variant == "approx":   # lax.approx_max_k's block top-k (approximate on TPU only)
+    kw["approx_recall"] = APPROX_RECALL
   value, secs, with_compile = _timed(lambda: metrics.METRICS[name](a, b, **kw))
   import jax
   row = {"metric": metric, "n": n, "devices": jax.device_count(), "value": value,
-         "seconds": secs,
-         "compile_included": with_compile, "peak_gflops": peak}
+         "seconds": secs, "compile_included": with_compile, "peak_gflops": peak,
+         "peak_dtype": "bf16" if variant == "bf16" else "fp32",
+         "tile": None}
+  if name in KNN or name == "cknna" or variant == "rbf":   # the tile the sweep really used
+    row["tile"] = metrics.tiling.effective_tile(n, metrics.tiling.resolve_tile(
+        tile, n, D, K, itemsize=2 if variant == "bf16" else 4))
   # Gram work actually done (multiply-adds x 2): the k-NN pass visits the upper triangle
   # of both N x N Gram matrices; RBF the same; linear kernels three D x D Grams.
   if name in KNN or name == "cknna" or variant == "rbf":
@@ -140,7 +167,13 @@ def run_one(metric: str, n: int, tile: int) -> dict:
     _, i32 = metrics.nearest_neighbors(a, K, tile=tile)
     row["bf16_neighbour_overlap"] = float(metrics.knn.mutual_from_idx(i32, i16))
     row["bf16_exact_lists"] = float((np.asarray(i16) == np.asarray(i32)).all(1).mean())
+  if variant == "approx":   # the recall: the share of the exact neighbours it found (on a)
+    _, iap = metrics.nearest_neighbors(a, K, tile=tile, approx_recall=APPROX_RECALL)
+    _, iex = metrics.nearest_neighbors(a, K, tile=tile)
+    row["approx_recall_target"] = APPROX_RECALL
+    row["approx_recall_measured"] = float(metrics.knn.mutual_from_idx(iex, iap))
   row["peak_rss_mb"] = _peak_rss_mb()
+  row["peak_device_mb"] = peak_device_mb()
   return row
 
 
@@ -248,14 +281,17 @@ def _targets(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--sizes", default="1000,4000,16000,64000", help="comma-separated N")
-  p.add_argument("--metrics", default=None,
+  from platonic_jax.benchmarks import common  # noqa: PLC0415
+  p = common.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--sizes", type=common.ints(2), default=(1000, 4000, 16000, 64000),
+                 help="comma-separated N")
+  p.add_argument("--metrics", type=common.choices(ALL), default=None,
                  help=f"comma-separated subset of {','.join(ALL)} (default: all below 64k, "
                  f"{','.join(LARGE)} at >= 64k)")
   p.add_argument("--tile", type=int, default=None,
-                 help="rows per block (default: the library's DEFAULT_TILE)")
+                 help="rows per block (default: the library's, sized from the device's "
+                 "memory: 1024 on CPU)")
   p.add_argument("--cpu-devices", type=int, default=1,
                  help="XLA:CPU devices in the data mesh (e.g. one per core; each holds a "
                  "copy of the features)")
@@ -264,7 +300,7 @@ def main(argv=None) -> int:
   p.add_argument("--json", default=None, help="also write the rows to this file")
   p.add_argument("--no-calibration", action="store_true",
                  help="skip the calibration and new-measure tables")
-  p.add_argument("--calibration-sizes", default="16000,64000",
+  p.add_argument("--calibration-sizes", type=common.ints(2), default=(16000, 64000),
                  help="N of the calibration nulls (16k) and the new measures (16k, 64k)")
   p.add_argument("--package-nulls", type=int, default=3,
                  help="nulls the paper's package is timed over (reported per null)")
@@ -276,10 +312,8 @@ def main(argv=None) -> int:
   p.add_argument("--ref", default=None, help=argparse.SUPPRESS)  # worker: reference
   p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-
-  if args.tile is None:
-    from platonic_jax.metrics.knn import DEFAULT_TILE
-    args.tile = DEFAULT_TILE
+  if args.tile is not None and args.tile < 1:
+    p.error(f"argument --tile: must be >= 1, got {args.tile}")
   if args.one:
     print(json.dumps(run_one(args.one, args.n, args.tile)))
     return 0
@@ -297,15 +331,12 @@ def main(argv=None) -> int:
     print(json.dumps(cal.run_measure_reference(args.measure_ref, args.n)))
     return 0
 
-  sizes = [int(s) for s in args.sizes.split(",")]
+  common.print_header()
   rows = []
-  for n in sizes:
-    chosen = (args.metrics.split(",") if args.metrics else (ALL if n < 64000 else LARGE))
-    for m in chosen:
-      if m not in ALL:
-        p.error(f"unknown metric {m!r}; choose from {ALL}")
-      r = _subprocess(["--one", m, "--n", str(n), "--tile", str(args.tile)], args.timeout,
-                      args.cpu_devices)
+  tile = [] if args.tile is None else ["--tile", str(args.tile)]
+  for n in args.sizes:
+    for m in (args.metrics or (ALL if n < 64000 else LARGE)):
+      r = _subprocess(["--one", m, "--n", str(n), *tile], args.timeout, args.cpu_devices)
       r.setdefault("metric", m)
       r.setdefault("n", n)
       ref_name = m if m in ("mutual_knn", "cka") else None  # what run_reference measures
@@ -326,7 +357,8 @@ def main(argv=None) -> int:
             r["reference_extrapolated"] = True
       rows.append(r)
       print(json.dumps(r), file=sys.stderr, flush=True)
-  print(f"D = {D}, k = {K}, tile = {args.tile}, {args.cpu_devices} XLA:CPU device(s)\n")
+  print(f"D = {D}, k = {K}, tile = {args.tile or 'default'}, {args.cpu_devices} XLA:CPU "
+        "device(s)\n")
   print(_fmt_table(rows))
   print()
   for line in _targets(rows):
@@ -343,12 +375,13 @@ def _calibration_section(args) -> list[dict]:
   """The calibration table (nulls vs one call, vs the paper's package) and the new
   measures' table; every measurement a fresh subprocess, as above."""
   from platonic_jax.benchmarks import calibration as cal  # noqa: PLC0415
-  sizes = [int(s) for s in args.calibration_sizes.split(",")]
+  sizes = args.calibration_sizes
+  tile = () if args.tile is None else ("--tile", args.tile)
   run = lambda *a: _subprocess([str(x) for x in a], args.timeout, args.cpu_devices)
   cal_rows, package = [], {}
   for metric, k in (("mutual_knn", cal.K_KNN), ("cka", cal.K_CKA)):
     n = sizes[0]
-    r = run("--cal", metric, "--n", n, "--K", k, "--tile", args.tile)
+    r = run("--cal", metric, "--n", n, "--K", k, *tile)
     r.update({"metric": r.get("metric", metric), "n": n, "K": k, "kind": "calibration"})
     cal_rows.append(r)
     if not args.no_reference:
@@ -357,7 +390,7 @@ def _calibration_section(args) -> list[dict]:
   measures = []
   for n in sizes:
     for m in MEASURES:
-      r = run("--one", m, "--n", n, "--tile", args.tile)
+      r = run("--one", m, "--n", n, *tile)
       r.update({"metric": r.get("metric", m), "n": n, "kind": "measure"})
       if not args.no_reference and "error" not in r and n <= cal.REFERENCE_MAX[m]:
         ref = run("--measure-ref", m, "--n", n)

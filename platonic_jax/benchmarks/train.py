@@ -26,7 +26,6 @@ softmaxes, normalisation, the optimizer — were free.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import time
@@ -36,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from platonic_jax import adapters, losses, losses_structure, sharding, train
+from platonic_jax.benchmarks import common
 
 DX, DY, DE = 512, 768, 512
 TARGET = 0.8
@@ -182,18 +182,27 @@ def bench(batch_size: int, steps: int, variant: str = "plain", levels: int = 1,
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--batch_sizes", default="1024,8192")
+  p = common.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--batch_sizes", type=common.ints(1), default=(1024, 8192),
+                 help="comma list of global batch sizes")
   p.add_argument("--steps", type=int, default=10)
-  p.add_argument("--variants", default=",".join(VARIANTS))
+  p.add_argument("--variants", type=common.choices(VARIANTS), default=VARIANTS,
+                 help=f"comma list of {', '.join(VARIANTS)}")
   p.add_argument("--structure_levels", type=int, default=1)
   p.add_argument("--json", default="", help="also write the results to this file")
   args = p.parse_args(argv)
-  print(f"devices: {jax.devices()}  d_x={DX} d_y={DY} d_e={DE}  target: step >= "
-        f"{TARGET:.0%} of the fp32 matmul rate")
+  if args.steps < 1 or args.structure_levels < 1:
+    p.error(f"argument --steps / --structure_levels: must be >= 1, got {args.steps}, "
+            f"{args.structure_levels}")
+  ndev = jax.device_count()
+  bad = [b for b in args.batch_sizes if b % ndev]
+  if bad:
+    p.error(f"argument --batch_sizes: {bad} not divisible by the {ndev} devices")
+  common.print_header(f"d_x={DX} d_y={DY} d_e={DE}  target: step >= {TARGET:.0%} of the "
+                      "fp32 matmul rate")
   results = []
-  for b in (int(s) for s in args.batch_sizes.split(",")):
-    for v in args.variants.split(","):
+  for b in args.batch_sizes:
+    for v in args.variants:
       r = bench(b, args.steps, v, args.structure_levels, loop=v == "plain")
       results.append(r)
       feed = (f"  loop {r['loop_pairs_per_s']:10,.0f} pairs/s" if "loop_pairs_per_s" in r

@@ -16,7 +16,6 @@ devices (``encoders/partition.py``). ``--depth`` overrides the block count (smok
 
 from __future__ import annotations
 
-import argparse
 import gc
 import resource
 import sys
@@ -79,7 +78,8 @@ def run(model_id: str, model_parallel: int = 1, depth: int = 0) -> list[dict]:
 
 
 def main(argv=None) -> list[dict]:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  from platonic_jax.benchmarks import common
+  p = common.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default=DEFAULT, help="comma-separated timm ids")
   p.add_argument("--model_parallel", type=int, default=1)
   p.add_argument("--depth", type=int, default=0, help="override the block count (0: full)")
@@ -88,8 +88,11 @@ def main(argv=None) -> list[dict]:
   ids = [m.strip() for m in args.models.split(",") if m.strip()]
   bad = [m for m in ids if m.split(".")[0] not in timm_format.ARCHITECTURES]
   if bad or not ids:
-    raise SystemExit(f"--models: not a supported timm ViT id: {', '.join(bad) or '(none)'}; "
-                     "architectures: platonic_jax.encoders.timm_format.ARCHITECTURES")
+    p.error(f"argument --models: not a supported timm ViT id: {', '.join(bad) or '(none)'}; "
+            f"architectures: {', '.join(sorted(timm_format.ARCHITECTURES))}")
+  if args.model_parallel < 1 or args.depth < 0:
+    p.error("argument --model_parallel must be >= 1 and --depth >= 0")
+  common.print_header(f"models: {', '.join(ids)}  model_parallel: {args.model_parallel}")
   rows = []
   for model_id in ids:
     rows += run(model_id, args.model_parallel, args.depth)

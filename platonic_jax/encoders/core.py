@@ -29,7 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from platonic_jax import sharding
+from platonic_jax import prefetch, sharding
+from platonic_jax.encoders import attention as attention_lib
+from platonic_jax.encoders import auto_dtype
 from platonic_jax.encoders import convert as convert_lib
 from platonic_jax.encoders import common, lm_scores, partition, preprocess, registry
 
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 _TEXT_BUCKET = 16  # token-length granularity of compiled text shapes
 PROGRESS_EVERY_S = 30.0  # encode / encode_iter log their progress at INFO this often
+# Batches decoded, preprocessed and put on the devices ahead of the one computing: host
+# work overlaps device work (two cover a host batch slower than one device step).
+PREFETCH = 2
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16,
            "bf16": jnp.bfloat16}
 # What a hub download fetches: configs, processor / tokenizer files (sentencepiece
@@ -119,7 +124,7 @@ class Encoder:
 
   def __init__(self, name: str, hf_config: Any, arch: Any, params: Any, dtype,
                mesh: jax.sharding.Mesh | None = None, image_spec=None, tokenizer=None,
-               max_length: int = 77):
+               max_length: int = 77, attention: str = "auto"):
     self.name = name
     self.hf_config = hf_config
     self.arch = arch
@@ -128,6 +133,14 @@ class Encoder:
     self.dtype = jnp.dtype(dtype)
     self.module = arch.build(hf_config, dtype)
     self.mesh = mesh or partition.model_mesh(jax.local_devices())
+    # The attention kernel for the devices this encoder runs on (registry:
+    # select_attention), before the first trace so that the log names only that path.
+    if hasattr(arch, "select_attention"):
+      self.module = arch.select_attention(self.module, attention_lib.platform(self.mesh),
+                                          attention)
+    elif attention not in ("auto", "einsum"):
+      raise ValueError(f"attention={attention!r}: {name!r} has no selectable attention "
+                       "(use 'auto')")
     self.image_spec = image_spec
     self.tokenizer = tokenizer
     self.max_length = int(max_length)
@@ -257,7 +270,7 @@ class Encoder:
 
   def _to_host(self, y: jax.Array) -> np.ndarray:
     if y.is_fully_addressable:
-      return np.asarray(y)
+      return np.asarray(jax.device_get(y))   # explicit: the loop runs transfer-guarded
     from jax.experimental import multihost_utils  # local: multi-process runs only
     return np.asarray(multihost_utils.process_allgather(y, tiled=True))
 
@@ -294,7 +307,9 @@ class Encoder:
     items (the same type/shape rules as ``encode``, with N = that batch's count), in order.
 
     ``items`` may be any iterable (a generator over a dataset that does not fit in
-    memory). Host preprocessing of batch i+1 overlaps the device computation of batch i.
+    memory). Host preprocessing and the transfer of the next ``PREFETCH`` batches run in
+    a background thread (``platonic_jax.prefetch``) while the device computes batch i;
+    every host <-> device transfer is explicit (``jax.device_put`` / ``jax.device_get``).
     Every ``PROGRESS_EVERY_S`` seconds the count of items done (of ``len(items)`` when
     known) and the rate are logged at INFO. With ``bits_per_byte`` each result is the
     pair ``(features, np [n] bits per byte)`` from the same forward pass.
@@ -350,12 +365,17 @@ class Encoder:
         log.info("%s: encoded %d%s items, %.1f items/s", self.name, done, total,
                  done / (now - t0))
 
+    def on_device():
+      # Decoding, preprocessing / tokenizing and the explicit transfer of the next
+      # batches run in prefetch's thread while the device computes (PREFETCH ahead).
+      for start, chunk in chunks():
+        inputs = self._inputs(chunk, start)
+        n = inputs[0].shape[0]
+        yield [self._to_mesh(sharding.pad_rows(x, bs)[0]) for x in inputs], n, chunk
+
     pending = None
-    for start, chunk in chunks():
-      inputs = self._inputs(chunk, start)
-      n = inputs[0].shape[0]
-      inputs = [sharding.pad_rows(x, bs)[0] for x in inputs]
-      outs = fn(self.params, *[self._to_mesh(x) for x in inputs])  # async
+    for inputs, n, chunk in prefetch.ahead(on_device(), PREFETCH):
+      outs = fn(self.params, *inputs)  # async
       if pending is not None:
         yield finish(pending)
         progress(pending[1])
@@ -423,7 +443,8 @@ class Encoder:
 
 
 def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
-         devices: Sequence[jax.Device] | None = None, model_parallel: int = 1) -> Encoder:
+         devices: Sequence[jax.Device] | None = None, model_parallel: int = 1,
+         attention: str = "auto") -> Encoder:
   """An :class:`Encoder` from a hub id or a local HF checkpoint directory.
 
   Args:
@@ -431,7 +452,9 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       "timm/vit_base_patch16_224.augreg_in21k", or a directory with config.json +
       model.safetensors (or pytorch_model.bin with torch) and preprocessor_config.json
       (images; timm checkpoints carry theirs in config.json) / tokenizer files (text).
-    dtype: "float32" or "bfloat16" (bf16 matmul operands, float32 accumulation and output).
+    dtype: "float32", "bfloat16" (bf16 matmul operands, float32 accumulation and output)
+      or "auto": bfloat16 when ``devices`` are GPUs / TPUs, float32 on CPUs
+      (``auto_dtype.py``: why, and the bf16 error bound).
     max_length: text only: tokens per caption (longer ones truncated, counted).
     devices: devices of the mesh (default: this host's ``jax.local_devices()`` when
       ``model_parallel`` is 1 -- encoding is host-local, on a multi-host run each host
@@ -442,10 +465,21 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       Each process reads only its devices' slices of the safetensors files. When the
       mesh spans processes (``jax.distributed``), every process calls ``encode`` with
       the same items and gets all features.
+    attention: transformers' attention kernel (``encoders/attention.py``): "auto" (chosen
+      from the mesh's devices: cuDNN flash attention for bf16 on GPUs, XLA's fused
+      ``jax.nn.dot_product_attention`` on TPUs / fp32 GPUs, the hand-written einsum form
+      on CPUs) or one of "einsum", "xla", "cudnn" to force it.
   """
+  if devices is None:
+    devices = jax.local_devices() if model_parallel == 1 else jax.devices()
   if isinstance(dtype, str):
+    if dtype == "auto" and all(d.platform == "cpu" for d in devices) and auto_dtype.cpu_has_amx():
+      log.info("dtype='auto' keeps float32 on this AMX CPU (bf16 not measured on one; "
+               "dtype='bfloat16' opts in, features within %.0e of fp32)",
+               auto_dtype.BF16_ERROR_BOUND)
+    dtype = auto_dtype.resolve(dtype, devices)   # "auto": bf16 on GPUs / TPUs, fp32 on CPUs
     if dtype not in _DTYPES:
-      raise ValueError(f"dtype {dtype!r} not supported; use 'float32' or 'bfloat16'")
+      raise ValueError(f"dtype {dtype!r} not supported; use 'auto', 'float32' or 'bfloat16'")
     dtype = _DTYPES[dtype]
   elif jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
     raise ValueError(f"dtype {dtype} not supported; use float32 or bfloat16")
@@ -463,8 +497,6 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
     from transformers import AutoConfig  # local: slow import, only loading needs it
     hf_config = AutoConfig.from_pretrained(path)
   arch = registry.get(hf_config.model_type)
-  if devices is None:
-    devices = jax.local_devices() if model_parallel == 1 else jax.devices()
   mesh = partition.model_mesh(devices, model_parallel)   # validates model_parallel first
   # Lazy views: a converter that keeps them (StateDict.view) lets each device read only
   # its slice; converters that take() read tensors whole, one at a time.
@@ -479,4 +511,4 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
     tokenizer = (arch.load_tokenizer(path, name_or_dir) if hasattr(arch, "load_tokenizer")
                  else tokenize.load_tokenizer(path))
   return Encoder(name_or_dir, hf_config, arch, params, dtype, mesh, image_spec, tokenizer,
-                 max_length)
+                 max_length, attention)

@@ -40,7 +40,6 @@ accumulation, float32 norms / softmax / residual stream / logits.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -48,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from platonic_jax.encoders import attention as attention_lib
 from platonic_jax.encoders import common, lazy, lm_scores, rope
 from platonic_jax.encoders.convert import StateDict
 
@@ -279,12 +279,11 @@ def flash_attention(q, k, v, lengths, scale, window: int | None, dtype,
                     implementation: str = "cudnn") -> jax.Array:
   """``jax.nn.dot_product_attention`` with the cuDNN (flash) kernel: memory linear in T.
   Needs right padding (real tokens first: ``lengths`` [B] int32); the arguments give the
-  mask of :func:`attention` (causal, keys < length, q - k < window)."""
-  out = jax.nn.dot_product_attention(
-      q.astype(dtype), k.astype(dtype), v.astype(dtype), scale=scale, is_causal=True,
-      query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-      local_window_size=(window - 1, 0) if window else None, implementation=implementation)
-  return out.astype(jnp.float32)
+  mask of :func:`attention` (causal, keys < length, q - k < window). A cuDNN refusal
+  falls back to the XLA form of the same call, logged (``attention.py``)."""
+  return attention_lib.dot_product_attention(
+      q, k, v, scale=scale, dtype=dtype, impl=implementation, model="decoder",
+      is_causal=True, lengths=lengths, window=window)
 
 
 def allowed_mask(mask: jax.Array, window: int | None) -> jax.Array:
@@ -301,7 +300,7 @@ class Attention(nn.Module):
   spec: DecoderSpec
   layer: int
   dtype: Any = jnp.float32
-  impl: str = "xla"
+  impl: str = "einsum"
 
   @nn.compact
   def __call__(self, x, allowed, cos_sin, lengths):
@@ -325,14 +324,13 @@ class Attention(nn.Module):
     q, k = rope.apply(q, cos, sin), rope.apply(k, cos, sin)
     window = s.windows[self.layer]
     if self.impl == "cudnn":
-      try:
-        out = flash_attention(q, k, v, lengths, s.attn_scale, window, dt)
-      except (NotImplementedError, RuntimeError, ValueError, TypeError) as e:
-        # cuDNN rejects some shapes / versions when the call is traced: the XLA path.
-        logging.getLogger(__name__).warning("cuDNN attention unavailable (%s); using XLA", e)
-        mask = (jnp.arange(t)[None, :] < lengths[:, None]).astype(jnp.int32)
-        out = attention(q, k, v, allowed_mask(mask, window), s.attn_scale, dt)
+      out = flash_attention(q, k, v, lengths, s.attn_scale, window, dt)
+    elif self.impl == "xla":   # the mask of the einsum form, whole
+      out = attention_lib.dot_product_attention(
+          q, k, v, scale=s.attn_scale, dtype=dt, impl="xla", model="decoder",
+          mask=allowed[window][:, None])
     else:
+      attention_lib.record("decoder", "einsum")
       out = attention(q, k, v, allowed[window], s.attn_scale, dt, s.attn_softcap)
     return Linear(s.hidden_size, s.o_bias, dt, name="o_proj")(out.reshape(b, t, -1))
 
@@ -395,7 +393,7 @@ class Layer(nn.Module):
   spec: DecoderSpec
   layer: int
   dtype: Any = jnp.float32
-  impl: str = "xla"
+  impl: str = "einsum"
 
   @nn.compact
   def __call__(self, x, allowed, cos_sin, lengths):
@@ -415,7 +413,9 @@ class Decoder(nn.Module):
   """HF ``*ForCausalLM`` forward with every hidden state pooled (module docstring)."""
   spec: DecoderSpec
   dtype: Any = jnp.float32
-  impl: str = "xla"   # "cudnn": jax.nn.dot_product_attention's flash kernel (right padding)
+  # attention.IMPLS: "einsum" (``attention``), "xla" / "cudnn" (jax.nn.dot_product_attention;
+  # cuDNN's flash kernel needs right padding); ``select_attention`` chooses.
+  impl: str = "einsum"
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, pool: str = "",
@@ -461,15 +461,22 @@ class Decoder(nn.Module):
 
 def build(hf_config: Any, dtype: Any = jnp.float32) -> Decoder:
   """The Flax decoder for a HF config; ``dtype`` = matmul operands (float32 / bfloat16).
-
-  On GPUs in bf16, without soft-capping, attention runs cuDNN's flash kernel
-  (``jax.nn.dot_product_attention``; memory linear in T); elsewhere the XLA path.
-  """
+  Its attention is chosen for the default devices (``select_attention``; ``encoders.load``
+  chooses again for the devices of its mesh)."""
   dtype = common.compute_dtype(dtype, "decoder")
-  spec = spec_from_config(hf_config)
-  flash = (jax.default_backend() == "gpu" and dtype == jnp.dtype(jnp.bfloat16)
-           and spec.attn_softcap is None and spec.head_dim <= 256)
-  return Decoder(spec, dtype=dtype, impl="cudnn" if flash else "xla")
+  return select_attention(Decoder(spec_from_config(hf_config), dtype=dtype),
+                          jax.devices()[0].platform)
+
+
+def select_attention(module: Decoder, platform: str, requested: str = "auto") -> Decoder:
+  """The module with the attention for ``platform`` (registry contract;
+  ``attention.choose``): on GPUs in bf16 cuDNN's flash kernel (memory linear in T),
+  XLA's fused op on TPUs / fp32 GPUs, the einsum form on CPUs and for Gemma-2's logit
+  soft-capping (which jax.nn.dot_product_attention lacks)."""
+  s = module.spec
+  impl = attention_lib.resolve(requested, platform, module.dtype, head_dim=s.head_dim,
+                               einsum_only=s.attn_softcap is not None, what=s.model_type)
+  return module.clone(impl=impl)
 
 
 def init_shapes(module: Decoder) -> Any:

@@ -37,6 +37,7 @@ def build(hf_config, dtype=jnp.float32) -> vit.VisionTransformer:
 
 # CPU meshes: attention in groups of samples side by side (vit.attention); same bits.
 cpu_variant = vit.cpu_variant
+select_attention = vit.select_attention   # attention kernel for the mesh (attention.py)
 
 
 def convert(state_dict: Mapping[str, np.ndarray], hf_config) -> dict:

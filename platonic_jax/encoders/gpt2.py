@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from platonic_jax.encoders import common, decoder, lm_scores
+from platonic_jax.encoders import attention, common, decoder, lm_scores
 from platonic_jax.encoders.convert import StateDict
 
 MODEL_TYPES = ("gpt2",)
@@ -172,14 +172,17 @@ def _layer_norm(spec: GPT2Spec, name: str) -> LayerNorm:
 
 
 class Attention(nn.Module):
-  """Causal multi-head self-attention of GPT-2 block ``layer_idx``."""
+  """Causal multi-head self-attention of GPT-2 block ``layer_idx``; ``impl`` one of
+  ``attention.IMPLS`` (``select_attention``)."""
   spec: GPT2Spec
   layer_idx: int
   dtype: Any = jnp.float32
+  impl: str = "einsum"
 
   @nn.compact
-  def __call__(self, x: jax.Array, allowed: jax.Array) -> jax.Array:
-    """x: [B, T, D] float32; allowed: [B, 1, T, T] bool (query i may see key j)."""
+  def __call__(self, x: jax.Array, allowed: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x: [B, T, D] float32; allowed: [B, 1, T, T] bool (query i may see key j);
+    lengths: [B] int32 real tokens (right padding)."""
     spec = self.spec
     b, t, d = x.shape
     h = spec.n_head
@@ -190,6 +193,15 @@ class Attention(nn.Module):
       scale = (d // h) ** -0.5
     if spec.scale_attn_by_inverse_layer_idx:
       scale /= float(self.layer_idx + 1)
+    if self.impl != "einsum":
+      # The same mask two ways: the XLA form takes it whole; cuDNN builds it from the
+      # causal flag and the lengths (right padding), so it never reads a [T, T] mask.
+      cudnn = self.impl == "cudnn"
+      out = attention.dot_product_attention(
+          q, k, v, scale=scale, dtype=self.dtype, impl=self.impl, model="gpt2",
+          mask=None if cudnn else allowed, is_causal=cudnn, lengths=lengths if cudnn else None)
+      return Dense(d, self.dtype, name="c_proj")(out.reshape(b, t, d))
+    attention.record("gpt2", "einsum")
     # reorder_and_upcast_attn: HF computes q k^T from float32 operands even under autocast.
     qk_dtype = jnp.float32 if spec.reorder_and_upcast_attn else self.dtype
     # [B, Tq, H, hd] x [B, Tk, H, hd] -> [B, H, Tq, Tk]
@@ -220,11 +232,12 @@ class Block(nn.Module):
   spec: GPT2Spec
   layer_idx: int
   dtype: Any = jnp.float32
+  attn_impl: str = "einsum"
 
   @nn.compact
-  def __call__(self, x: jax.Array, allowed: jax.Array) -> jax.Array:
-    x = x + Attention(self.spec, self.layer_idx, self.dtype, name="attn")(
-        _layer_norm(self.spec, "ln_1")(x), allowed)
+  def __call__(self, x: jax.Array, allowed: jax.Array, lengths: jax.Array) -> jax.Array:
+    x = x + Attention(self.spec, self.layer_idx, self.dtype, self.attn_impl, name="attn")(
+        _layer_norm(self.spec, "ln_1")(x), allowed, lengths)
     return x + MLP(self.spec, self.dtype, name="mlp")(_layer_norm(self.spec, "ln_2")(x))
 
 
@@ -232,9 +245,11 @@ pool_tokens = common.pool_tokens   # shared with the decoder family
 
 
 class GPT2(nn.Module):
-  """HF ``GPT2Model`` forward with every hidden state pooled (see module docstring)."""
+  """HF ``GPT2Model`` forward with every hidden state pooled (see module docstring).
+  ``attn_impl``: the attention implementation (``select_attention``)."""
   spec: GPT2Spec
   dtype: Any = jnp.float32
+  attn_impl: str = "einsum"
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -259,9 +274,10 @@ class GPT2(nn.Module):
          + Embed(spec.n_positions, spec.n_embd, name="wpe")(jnp.arange(t))[None])
     causal = jnp.tril(jnp.ones((t, t), bool))
     allowed = causal[None, None] & (attention_mask[:, None, None, :] > 0)  # [B, 1, T, T]
+    lengths = jnp.sum(attention_mask > 0, axis=1).astype(jnp.int32)        # [B]
     hidden = [x]
     for i in range(spec.n_layer):
-      x = Block(spec, i, self.dtype, name=f"h_{i}")(x, allowed)
+      x = Block(spec, i, self.dtype, self.attn_impl, name=f"h_{i}")(x, allowed, lengths)
       hidden.append(x)
     x = hidden[-1] = _layer_norm(spec, "ln_f")(x)  # HF: the last hidden state is after ln_f
     feats = tuple(pool_tokens(h, attention_mask, pool) for h in hidden)
@@ -276,9 +292,24 @@ class GPT2(nn.Module):
 
 
 def build(hf_config: Any, dtype: Any = jnp.float32) -> GPT2:
-  """The Flax GPT-2 for a HF ``GPT2Config`` (or config dict); ``dtype`` = matmul operands."""
+  """The Flax GPT-2 for a HF ``GPT2Config`` (or config dict); ``dtype`` = matmul operands.
+  Its attention is chosen for the default devices (``encoders.load`` chooses again for
+  the devices of its mesh)."""
   dtype = common.compute_dtype(dtype, "GPT-2")
-  return GPT2(spec_from_config(hf_config), dtype=dtype)
+  return select_attention(GPT2(spec_from_config(hf_config), dtype=dtype),
+                          jax.devices()[0].platform)
+
+
+def select_attention(module: GPT2, platform: str, requested: str = "auto") -> GPT2:
+  """The module with the attention for ``platform`` (registry contract;
+  ``attention.choose``: cuDNN flash attention for bf16 on GPUs, XLA's fused op on TPUs,
+  the einsum form on CPUs). ``reorder_and_upcast_attn`` under bf16 takes q k^T from
+  float32 operands, which jax.nn.dot_product_attention cannot: the einsum form."""
+  s = module.spec
+  bf16 = jnp.dtype(module.dtype) != jnp.float32
+  impl = attention.resolve(requested, platform, module.dtype, head_dim=s.n_embd // s.n_head,
+                           einsum_only=s.reorder_and_upcast_attn and bf16, what="GPT-2")
+  return module.clone(attn_impl=impl)
 
 
 def convert(state_dict: Mapping[str, Any], hf_config: Any) -> dict[str, Any]:

@@ -38,6 +38,11 @@ Contract of an architecture module (one file per architecture, one entry here):
         # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
         # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters,
         # DINOv2's attention over groups of samples side by side.
+    def select_attention(module, platform, requested="auto") -> module   # optional:
+        # the module with the attention kernel for the mesh's device platform ("cpu" /
+        # "gpu" / "tpu"), or the one ``requested`` forces ("einsum" / "xla" / "cudnn";
+        # encoders/attention.py). Called by Encoder before its first trace; each path
+        # computes the same features (tests) and logs once which one ran.
     SCORES: bool                           # optional, text: the module also takes
         # ``scores: bool`` (static); with scores=True it returns (features tuple, [B]
         # float32 summed next-token nats), and its LM head parameters exist only on that

@@ -37,6 +37,7 @@ POOLS = vit.POOLS
 CPU_MICRO_BATCH = vit.CPU_MICRO_BATCH
 PARTITION_RULES = vit.PARTITION_RULES
 cpu_variant = vit.cpu_variant
+select_attention = vit.select_attention   # attention kernel for the mesh (attention.py)
 
 _CLIP = dict(pre_norm=True, eps=1e-5)          # norm_layer=partial(LayerNorm, eps=1e-5)
 _DINOV2 = dict(patch_size=14, init_values=1e-5)

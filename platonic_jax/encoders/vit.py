@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from platonic_jax.encoders import attention as attention_lib
 from platonic_jax.encoders import common, pos_embed
 
 MODALITY = "image"
@@ -144,29 +145,27 @@ def _attend(q, k, v, scale, dtype):
                     precision=prec, preferred_element_type=jnp.float32)
 
 
-def attention(q, k, v, scale: float, dtype, group: int = 0) -> jax.Array:
+def attention(q, k, v, scale: float, dtype, group: int = 0, impl: str = "xla") -> jax.Array:
   """Bidirectional multi-head attention, q, k, v: [B, T, H, d] -> [B, T, H, d] float32.
 
-  ``group`` = 0 (GPUs / TPUs): ``jax.nn.dot_product_attention`` (XLA picks cuDNN's fused
-  kernel for bf16 on GPUs); float32 runs its dots at HIGHEST precision (no TF32), bf16
-  takes bf16 operands with float32 logits and softmax. ``group`` = g > 0 (CPU meshes,
-  ``cpu_variant``): up to g samples written as independent einsum ops, which XLA's thunk
-  executor runs side by side on its threads, and a ``lax.map`` over such groups when the
-  batch is larger. On XLA:CPU one sample's attention is a handful of small dots that
-  keep one core busy at best, and the batched dot over many of them runs slower still:
-  at DINOv2-S shapes (batch 16 in micro-batches of 4, 257 tokens, fp32) one layer's
-  attention took 35 ms batched, 31 ms as a ``lax.map`` over samples, 23 ms in groups of
-  4 (PyTorch SDPA 17 ms).
+  ``group`` = 0: ``impl`` ("xla" / "cudnn": ``attention.dot_product_attention``, the
+  fused op of GPUs / TPUs -- cuDNN's flash kernel for bf16 on GPUs; "einsum": the
+  hand-written form over the whole batch). ``group`` = g > 0 (CPU meshes,
+  ``cpu_variant``; the einsum form): up to g samples written as independent einsum ops,
+  which XLA's thunk executor runs side by side on its threads, and a ``lax.map`` over
+  such groups when the batch is larger. On XLA:CPU one sample's attention is a handful
+  of small dots that keep one core busy at best, and the batched dot over many of them
+  runs slower still: at DINOv2-S shapes (batch 16 in micro-batches of 4, 257 tokens,
+  fp32) one layer's attention took 35 ms batched, 31 ms as a ``lax.map`` over samples,
+  23 ms in groups of 4 (PyTorch SDPA 17 ms).
   """
   if not group:
-    if jnp.dtype(dtype) == jnp.float32:
-      with jax.default_matmul_precision("highest"):
-        out = jax.nn.dot_product_attention(q.astype(jnp.float32), k.astype(jnp.float32),
-                                           v.astype(jnp.float32), scale=scale)
-    else:
-      out = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype),
-                                         scale=scale)
-    return out.astype(jnp.float32)
+    if impl == "einsum":
+      attention_lib.record("vit", "einsum")
+      return _attend(q, k, v, scale, dtype)
+    return attention_lib.dot_product_attention(q, k, v, scale=scale, dtype=dtype, impl=impl,
+                                               model="vit")
+  attention_lib.record("vit", "einsum")
   g = common.largest_divisor(q.shape[0], group)
 
   def side_by_side(*qkv):   # g samples, [g, T, H, d] each
@@ -208,6 +207,7 @@ class Attention(nn.Module):
   proj_bias: bool
   dtype: jnp.dtype
   group: int = 0
+  impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):
@@ -215,7 +215,7 @@ class Attention(nn.Module):
     hd = d // self.num_heads
     qkv = Dense(3 * d, self.qkv_bias, self.dtype, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(b, t, 3 * self.num_heads, hd), 3, axis=2)   # [B, T, H, d] each
-    out = attention(q, k, v, hd ** -0.5, self.dtype, self.group)
+    out = attention(q, k, v, hd ** -0.5, self.dtype, self.group, self.impl)
     return Dense(d, self.proj_bias, self.dtype, name="proj")(out.reshape(b, t, d))
 
 
@@ -245,12 +245,13 @@ class Block(nn.Module):
   spec: ViTSpec
   dtype: jnp.dtype
   attention_group: int = 0
+  attention_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):
     s, d = self.spec, x.shape[-1]
     h = Attention(s.num_heads, s.qkv_bias, s.proj_bias, self.dtype, self.attention_group,
-                  name="attn")(LayerNorm(s.eps, name="norm1")(x))
+                  self.attention_impl, name="attn")(LayerNorm(s.eps, name="norm1")(x))
     if s.layer_scale:
       h = h * self.param("ls1", nn.initializers.ones, (d,))
     x = x + h
@@ -280,7 +281,8 @@ class VisionTransformer(nn.Module):
   """
   spec: ViTSpec
   dtype: jnp.dtype = jnp.float32
-  attention_group: int = 0   # 0: jax.nn.dot_product_attention; > 0: CPU groups
+  attention_group: int = 0   # > 0: the einsum form in CPU groups (``attention``)
+  attention_impl: str = "xla"   # with group 0: attention.IMPLS (``select_attention``)
   features: str = "blocks"
 
   def default_pool(self) -> str:
@@ -315,7 +317,8 @@ class VisionTransformer(nn.Module):
       x = LayerNorm(s.eps, name="norm_pre")(x)
     layers = [x] if self.features == "hidden_states" else []
     for i in range(s.depth):
-      x = Block(s, self.dtype, self.attention_group, name=f"blocks_{i}")(x)
+      x = Block(s, self.dtype, self.attention_group, self.attention_impl,
+                name=f"blocks_{i}")(x)
       layers.append(x)
     # timm: ``norm`` on all tokens before the pool, or ``fc_norm`` after it (one of them).
     final = None
@@ -342,9 +345,23 @@ def build(spec: ViTSpec, dtype=jnp.float32, features: str = "blocks") -> VisionT
 
 
 def cpu_variant(module: VisionTransformer, params: dict) -> tuple[VisionTransformer, dict]:
-  """The module for a CPU mesh (registry contract): attention in groups of
-  CPU_ATTENTION_GROUP samples side by side (``attention``); same params."""
+  """The module for a CPU mesh (registry contract): the einsum attention in groups of
+  CPU_ATTENTION_GROUP samples side by side (``attention``); same params. A module whose
+  attention was forced to a fused form (``select_attention``) keeps it."""
+  if module.attention_impl != "einsum":
+    return module, params
   return module.clone(attention_group=CPU_ATTENTION_GROUP), params
+
+
+def select_attention(module: VisionTransformer, platform: str,
+                     requested: str = "auto") -> VisionTransformer:
+  """The module with the attention for ``platform`` (registry contract;
+  ``attention.choose``): the einsum form in CPU groups on CPUs (tuned there),
+  cuDNN's flash kernel for bf16 on GPUs, XLA's fused op elsewhere."""
+  impl = attention_lib.resolve(requested, platform, module.dtype,
+                               head_dim=module.spec.head_dim, what=module.spec.name)
+  group = (module.attention_group or CPU_ATTENTION_GROUP) if impl == "einsum" else 0
+  return module.clone(attention_impl=impl, attention_group=group)
 
 
 def patch_kernel(weight, spec: ViTSpec):

@@ -34,6 +34,7 @@ POOLS = vit.POOLS
 CPU_MICRO_BATCH = vit.CPU_MICRO_BATCH
 PARTITION_RULES = vit.PARTITION_RULES
 cpu_variant = vit.cpu_variant
+select_attention = vit.select_attention   # attention kernel for the mesh (attention.py)
 
 
 def _square(value, what: str, name: str) -> int:

@@ -27,7 +27,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from platonic_jax import errors
+from platonic_jax import errors, prefetch
 from platonic_jax.features import params as params_lib
 from platonic_jax.features.params import FeatureParams, Split, WorldExtrasParams
 from platonic_jax.features.store import Entry
@@ -220,16 +220,22 @@ def _encoded(reqs, entries, split, cache, log, *, chunk_size, batch_size, num_wo
   it = iter(loader_lib.make_loader(_Rows(source, start * chunk_size), batch_size=lb,
                                    preprocess=None, worker_count=num_workers,
                                    shard_index=0, shard_count=1))
+  # Decoding in this process (num_workers=0): the next loader batches are decoded in a
+  # thread while the encoders compute this one (with workers, they decode in parallel).
+  batches = prefetch.ahead(it, 2) if num_workers == 0 else it
   try:
     for i in range(start, num):
       rows = min(chunk_size, n - i * chunk_size)
-      parts = [encode_batch(next(it), start * chunk_size) for _ in range(-(-rows // lb))]
+      parts = [encode_batch(next(batches), start * chunk_size)
+               for _ in range(-(-rows // lb))]
       for name, e in entries.items():
         if not e.has_chunk(chunk_size, i):
           e.save_chunk(chunk_size, i, {k: np.concatenate([p[name][k] for p in parts], axis=0)
                                        for k in parts[0][name]})
       log(f"features {split}: chunk {i + 1}/{num}")
   finally:
+    if batches is not it:
+      batches.close()   # stops the decoding thread first
     close = getattr(it, "close", None)
     if close is not None:
       close()

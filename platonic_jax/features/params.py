@@ -56,10 +56,15 @@ class EncoderParams:
 
   @classmethod
   def from_config(cls, block, input_kind: str, encoders_cfg) -> "EncoderParams":
+    """``dtype`` is the resolved one ("auto" -> what this host's devices compute in,
+    ``encoders.auto_dtype``): the key says what the features were computed in, so a
+    CPU's float32 entry is never served as a GPU's bfloat16 one, and CPU keys of
+    "auto" are those of "float32"."""
+    from platonic_jax.encoders import auto_dtype  # noqa: PLC0415 - no jax unless "auto"
     layer = block.layer
     return cls(encoder=block.encoder, input=input_kind,
                layer=layer if isinstance(layer, str) else int(layer),
-               pool=block.pool, dtype=encoders_cfg.dtype,
+               pool=block.pool, dtype=auto_dtype.resolve(encoders_cfg.dtype),
                max_length=int(encoders_cfg.text_max_length) if input_kind == "text" else None)
 
 

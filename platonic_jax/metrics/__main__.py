@@ -25,7 +25,7 @@ import numpy as np
 
 from platonic_jax import errors, metrics
 
-_FLAGS = ("k", "tile", "precision", "kernel", "sigma", "cca_dim")  # the metric options
+_FLAGS = ("k", "tile", "precision", "kernel", "sigma", "cca_dim", "approx_recall")  # the metric options
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,8 +44,12 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--kernel", default="linear", choices=("linear", "rbf"), help="cka kernel")
   p.add_argument("--sigma", type=float, default=1.0, help="RBF bandwidth (cka)")
   p.add_argument("--cca-dim", dest="cca_dim", type=int, default=10, help="svcca dimension")
-  p.add_argument("--tile", type=int, default=metrics.tiling.DEFAULT_TILE,
-                 help="rows per block (speed / memory only)")
+  p.add_argument("--tile", type=int, default=None,
+                 help="rows per block (speed / memory only; default: sized from the "
+                 "device's memory, 1024 on CPU)")
+  p.add_argument("--approx-recall", dest="approx_recall", type=float, default=None,
+                 help="k-NN metrics: opt-in approximate block top-k (lax.approx_max_k) with "
+                 "this recall target; approximate on TPU only, exact elsewhere")
   p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                  help="k-NN similarity precision (bf16: opt-in, faster on matrix units)")
   p.add_argument("--calibrate", type=int, default=0, metavar="K",

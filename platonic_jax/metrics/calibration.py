@@ -148,11 +148,12 @@ def _perms(perms, K, n, seed) -> np.ndarray:  # noqa: N803
 
 
 def _neighbour_lists(x: np.ndarray, kw: dict) -> np.ndarray:
-  opts = {o: kw[o] for o in ("tile", "precision", "mesh") if o in kw}
+  opts = {o: kw[o] for o in ("tile", "precision", "mesh", "approx_recall") if o in kw}
   x = _checks.as_features(x, "features")
   k = _checks.check_k(kw.get("k", 10), x.shape[0])
-  return knn._knn_checked(x, k, tile=opts.get("tile", knn.DEFAULT_TILE),
-                          precision=opts.get("precision", "fp32"), mesh=opts.get("mesh"))[1]
+  return knn._knn_checked(x, k, tile=opts.get("tile"),
+                          precision=opts.get("precision", "fp32"), mesh=opts.get("mesh"),
+                          approx_recall=opts.get("approx_recall"))[1]
 
 
 def null_model(record: registry.Metric, a, b, kw: dict):

@@ -29,7 +29,7 @@ def centred(x: np.ndarray) -> np.ndarray:
 
 
 def cka_null(a, b, kernel: str = "linear", sigma: float = 1.0, *,
-             tile: int = tiling.DEFAULT_TILE, mesh=None):
+             tile: int | None = None, mesh=None):
   if kernel != "linear":  # RBF: no structure to keep; each null a full tiled call
     a, b = _checks.pair(a, b)
     return nulls.BruteNull(kernels.cka, a, b, dict(kernel=kernel, sigma=sigma, tile=tile,
@@ -70,7 +70,7 @@ def _cknna_batch(perms, ia, va, ib, vb, *, batch):
 CKNNA_BATCH = 4  # nulls per step
 
 
-def cknna_null(a, b, k: int | None = 10, *, tile: int = tiling.DEFAULT_TILE, mesh=None):
+def cknna_null(a, b, k: int | None = 10, *, tile: int | None = None, mesh=None):
   a, b = _checks.kernel_pair(a, b, "cknna")
   n = a.shape[0]
   _checks.check_min_n(n, 4, "cknna")

@@ -229,7 +229,8 @@ def _cka_rbf(a, b, sigma, tile, mesh):
     raise ValueError(f"sigma must be a positive finite RBF bandwidth, got {sigma!r}")
   mesh = tiling.default_mesh() if mesh is None else mesh
   n = a.shape[0]
-  t = tiling.effective_tile(n, _checks.check_tile(tile))
+  # The sweep holds both feature matrices: size the tile for their summed width.
+  t = tiling.effective_tile(n, tiling.resolve_tile(tile, n, a.shape[1] + b.shape[1], 0, mesh))
   pi, pj, ok = tiling.block_pairs(-(-n // t), mesh.devices.size)
   # RBF kernels see differences only: centred columns keep |x_i - x_j|^2 = q_i + q_j -
   # 2 x_i.x_j from cancelling in fp32 for features far from the origin (it once left
@@ -264,7 +265,7 @@ def _cka_rbf(a, b, sigma, tile, mesh):
 # Public metrics.
 
 
-def cka(a, b, kernel: str = "linear", sigma: float = 1.0, *, tile: int = tiling.DEFAULT_TILE,
+def cka(a, b, kernel: str = "linear", sigma: float = 1.0, *, tile: int | None = None,
         mesh=None) -> float:
   """Centered kernel alignment with the biased HSIC (Kornblith et al. 2019), in [0, 1].
 
@@ -352,7 +353,7 @@ def _sparse_hsic_sums(idx, mask, kv, lv):
   return tr, kv.sum(), lv.sum(), cross
 
 
-def cknna(a, b, k: int | None = 10, *, tile: int = tiling.DEFAULT_TILE, mesh=None) -> float:
+def cknna(a, b, k: int | None = 10, *, tile: int | None = None, mesh=None) -> float:
   """Centered kernel nearest-neighbour alignment (Huh et al. 2024, appendix), linear kernel.
 
   sim(K, L) = HSIC_u(M∘K, M∘L) with M = M_K∘M_L, M_K[i, j] = 1[j ∈ N_K(i)] (the k nearest

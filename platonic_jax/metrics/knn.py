@@ -11,9 +11,13 @@ row is kept (memory O(N * (k + tile))):
 * The block pairs are dealt round-robin to every device of the ``data`` mesh
   (``jax.shard_map``); each device keeps a top-k state for all N rows from its own
   blocks, and the states are merged at the end (k * devices candidates per row).
-* Each block's candidates enter the running top-k either through ``lax.top_k`` (GPU /
-  TPU) or, on CPU devices, through the thresholded numba kernel of ``host_topk``
-  (XLA:CPU's top-k costs as much as the matmul; the kernel a few % of it).
+* Each block's candidates enter the running top-k either through ``lax.top_k`` on the
+  device (GPU / TPU; ``lax.approx_max_k`` with ``approx_recall=`` as an opt-in, which
+  only TPUs run approximately) or, on CPU devices, through the thresholded numba kernel
+  of ``host_topk`` (XLA:CPU's top-k costs as much as the matmul; the kernel a few % of
+  it).
+* ``tile=None`` (the default) sizes the blocks from the device's memory
+  (``tiling.device_tile``: 1024 on CPU, up to 8192 on an accelerator).
 * Neighbours are ordered by similarity, ties toward the lower index (the reference's
   ``argsort`` leaves ties to the backend; docs/design.md fixes them so results are
   reproducible and independent of tiles and devices).
@@ -36,6 +40,16 @@ from platonic_jax.metrics import _checks, tiling
 DEFAULT_TILE = tiling.DEFAULT_TILE
 PRECISIONS = ("fp32", "bf16")
 SELECTORS = ("auto", "host", "xla")
+_LOGGED_PATHS: set = set()   # the top-k paths already logged in this process
+
+
+def _log_path_once(path: str) -> None:
+  """Logs the top-k path a sweep took, once per path and process: a silent fallback
+  (say numba missing on CPU, or approx_max_k requested where the host kernel runs)
+  shows in the log instead of only in the timings."""
+  if path not in _LOGGED_PATHS:
+    _LOGGED_PATHS.add(path)
+    logging.info("k-NN block top-k: %s", path)
 
 
 def _sort_desc(vals, idx, k):
@@ -65,11 +79,22 @@ def _merge_rows(vals, idx, start, new_v, new_i, k):
       lax.dynamic_update_slice_in_dim(idx, i, start, 0)
 
 
-def _device_knn(x, pi, pj, ok, *, t, k, bf16, host):
+def _block_top(s, kb, approx):
+  """The kb best columns of each row of the block ``s`` [t, t] -> (vals, cols) [t, kb]:
+  exact ``lax.top_k``, or for ``approx`` (a recall target in (0, 1]) ``lax.approx_max_k``
+  (TPU: a partial reduction that finds each true neighbour with probability ~approx;
+  XLA lowers it to an exact sort elsewhere)."""
+  if approx is None:
+    return lax.top_k(s, kb)
+  return lax.approx_max_k(s, kb, recall_target=approx)
+
+
+def _device_knn(x, pi, pj, ok, *, t, k, bf16, host, approx=None):
   """One device's share: top-k over its block pairs, for all rows.
 
   x: [N, D] (replicated); pi, pj, ok: [1, P] block-pair rows / cols / validity.
   host: select with the numba kernel (``host_topk``, CPU devices) instead of ``top_k``.
+  approx: None (exact) or the recall target of ``lax.approx_max_k`` (``_block_top``).
   Returns vals [1, N, k] f32 and idx [1, N, k] int32.
   """
   n = x.shape[0]
@@ -99,11 +124,11 @@ def _device_knn(x, pi, pj, ok, *, t, k, bf16, host):
     bad = (r[:, None] < bi * t) | (c[None, :] < bj * t) | (r[:, None] == c[None, :]) | ~valid
     s = jnp.where(bad, -jnp.inf, s)
     # Rows of tile I against the columns of tile J.
-    v, j = lax.top_k(s, kb)
+    v, j = _block_top(s, kb, approx)
     vals, idx = _merge_rows(vals, idx, si, v, j + sj, k)
     # Rows of tile J against the columns of tile I: the same block transposed (the Gram
     # matrix is symmetric). A diagonal block was fully counted by the row pass.
-    v, j = lax.top_k(jnp.where(bi == bj, -jnp.inf, s.T), kb)
+    v, j = _block_top(jnp.where(bi == bj, -jnp.inf, s.T), kb, approx)
     vals, idx = _merge_rows(vals, idx, sj, v, j + si, k)
     return vals, idx
 
@@ -121,12 +146,13 @@ def _host_update(s, vals, idx, si, sj, bi, bj, valid, t):
 
 
 @functools.lru_cache(maxsize=None)
-def _knn_program(mesh, t: int, k: int, bf16: bool, host: bool):
-  """The jitted programs for one (mesh, tile, k, precision, selector); jit caches per
-  input shape."""
+def _knn_program(mesh, t: int, k: int, bf16: bool, host: bool, approx: float | None = None):
+  """The jitted programs for one (mesh, tile, k, precision, selector, recall); jit
+  caches per input shape."""
   ndev = mesh.devices.size
   device_fn = jax.shard_map(
-      functools.partial(_device_knn, t=t, k=k, bf16=bf16, host=host), mesh=mesh,
+      functools.partial(_device_knn, t=t, k=k, bf16=bf16, host=host, approx=approx),
+      mesh=mesh,
       in_specs=(P(), P(sharding.DATA), P(sharding.DATA), P(sharding.DATA)),
       out_specs=(P(sharding.DATA), P(sharding.DATA)))
   sweep = jax.jit(device_fn)  # -> [ndev, N, k] vals and idx, sharded over the devices
@@ -152,8 +178,8 @@ def _knn_program(mesh, t: int, k: int, bf16: bool, host: bool):
   return run
 
 
-def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
-                      mesh=None, select: str = "auto"):
+def nearest_neighbors(x, k: int, *, tile: int | None = None, precision: str = "fp32",
+                      mesh=None, select: str = "auto", approx_recall: float | None = None):
   """Exact k nearest neighbours by inner product, self excluded.
 
   Args:
@@ -161,6 +187,9 @@ def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "
     k: neighbours per sample, 1 <= k < N.
     tile: rows per block; any value gives the same neighbours (only speed / memory
       change: memory is O(N * (k + tile)) plus one [tile, tile] block per device).
+      None (default): sized from the device's memory (``tiling.device_tile``: 1024 on
+      CPU; on GPU / TPU the largest power of two up to 8192 that fits half of
+      ``memory_stats()['bytes_limit']``).
     precision: "fp32" (default) or "bf16": bf16 operands, f32 accumulation
       (``preferred_element_type=float32``); faster on matrix units, may swap near-ties.
     mesh: a 1-D ``data`` mesh (default ``sharding.data_mesh()``: every device).
@@ -168,6 +197,12 @@ def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "
       cheap on GPU/TPU), "host" (the thresholded numba kernel of ``host_topk``, CPU
       devices only; ~10x cheaper than XLA:CPU's top-k) or "auto" (host on CPU when
       numba is installed, else xla). Never changes a result.
+    approx_recall: None (default: exact) or a recall target in (0, 1] for an opt-in
+      approximate block top-k, ``lax.approx_max_k``, on the "xla" selector. Only TPUs
+      run it approximately (faster there, each true neighbour found with probability
+      ~approx_recall, measured by ``benchmarks.device``); on CPU and GPU XLA lowers it
+      to an exact sort, so the neighbours are exact. With select="auto" on CPU devices
+      the exact host kernel is kept (the recall target has nothing to gain there).
   Returns:
     (sims [N, k] float32, idx [N, k] int32) as jax arrays, each row ordered by
     similarity descending, ties toward the lower index.
@@ -175,7 +210,19 @@ def nearest_neighbors(x, k: int, *, tile: int = DEFAULT_TILE, precision: str = "
   x = _checks.as_features(x, "x")
   n = x.shape[0]
   k = _checks.check_k(k, n)
-  return _knn_checked(x, k, tile=tile, precision=precision, mesh=mesh, select=select)
+  return _knn_checked(x, k, tile=tile, precision=precision, mesh=mesh, select=select,
+                      approx_recall=approx_recall)
+
+
+def check_recall(approx_recall) -> float | None:
+  """``approx_recall`` as a float in (0, 1], or None; anything else a ValueError."""
+  if approx_recall is None:
+    return None
+  if isinstance(approx_recall, bool) or not isinstance(approx_recall, (int, float, np.floating)) \
+      or not 0 < float(approx_recall) <= 1:
+    raise ValueError(f"approx_recall must be None (exact top-k) or a recall target in (0, 1], "
+                     f"got {approx_recall!r}")
+  return float(approx_recall)
 
 
 def uses_host_topk(select: str, mesh) -> bool:
@@ -200,16 +247,26 @@ def uses_host_topk(select: str, mesh) -> bool:
   return reason is None
 
 
-def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh, select="auto"):
-  tile = _checks.check_tile(tile)
+def _knn_checked(x: np.ndarray, k: int, *, tile, precision, mesh, select="auto",
+                 approx_recall=None):
   if precision not in PRECISIONS:
     raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+  approx = check_recall(approx_recall)
+  if approx is not None and select == "host":
+    raise ValueError("approx_recall applies to the XLA top-k (lax.approx_max_k); the host "
+                     "kernel (select='host') is exact: use select='xla' or drop approx_recall")
   mesh = tiling.default_mesh() if mesh is None else mesh
+  n, d = x.shape
+  tile = tiling.resolve_tile(tile, n, d, k, mesh, itemsize=2 if precision == "bf16" else 4)
   host = uses_host_topk(select, mesh)
-  n = x.shape[0]
+  if host:
+    approx = None   # the exact host kernel (select="auto" on CPU): nothing to approximate
+  _log_path_once("numba host kernel (CPU)" if host else
+                 f"lax.approx_max_k(recall_target={approx}) on {mesh.devices.flat[0].platform}"
+                 if approx is not None else f"lax.top_k on {mesh.devices.flat[0].platform}")
   t = tiling.effective_tile(n, tile)
   pi, pj, ok = tiling.block_pairs(-(-n // t), mesh.devices.size)
-  run = _knn_program(mesh, t, k, precision == "bf16", host)
+  run = _knn_program(mesh, t, k, precision == "bf16", host, approx)
   return run(x, pi, pj, ok)
 
 
@@ -339,53 +396,56 @@ def edit_per_sample(idx_a, idx_b) -> np.ndarray:
   return 1.0 - np.asarray(levenshtein(idx_a, idx_b)) / np.shape(idx_a)[1]
 
 
-def _neighbour_metric(combine, a, b, k, tile, precision, mesh):
+def _neighbour_metric(combine, a, b, k, tile, precision, mesh, approx_recall=None):
   a, b = _checks.pair(a, b)
   k = _checks.check_k(k, a.shape[0])
-  _, ia = _knn_checked(a, k, tile=tile, precision=precision, mesh=mesh)
-  _, ib = _knn_checked(b, k, tile=tile, precision=precision, mesh=mesh)
+  opts = dict(tile=tile, precision=precision, mesh=mesh, approx_recall=approx_recall)
+  _, ia = _knn_checked(a, k, **opts)
+  _, ib = _knn_checked(b, k, **opts)
   return float(combine(ia, ib))
 
 
-def mutual_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
-               mesh=None) -> float:
+def mutual_knn(a, b, k: int = 10, *, tile: int | None = None, precision: str = "fp32",
+               mesh=None, approx_recall: float | None = None) -> float:
   """Mutual k-NN alignment: mean_i |N_A(i) ∩ N_B(i)| / k, in [0, 1].
 
   a: [N, Da], b: [N, Db] (row i of both = sample i); neighbours by inner product on the
   features as given (``score`` l2-normalises first: cosine), self excluded, ties toward
-  the lower index. ``tile``/``precision``/``mesh`` as in ``nearest_neighbors``.
+  the lower index. ``tile``/``precision``/``mesh``/``approx_recall`` as in
+  ``nearest_neighbors``.
   Same value as the reference ``AlignmentMetrics.mutual_knn`` (which builds two N x N
   masks) whenever no two neighbours tie.
   """
-  return _neighbour_metric(mutual_from_idx, a, b, k, tile, precision, mesh)
+  return _neighbour_metric(mutual_from_idx, a, b, k, tile, precision, mesh, approx_recall)
 
 
-def cycle_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
-              mesh=None) -> float:
+def cycle_knn(a, b, k: int = 10, *, tile: int | None = None, precision: str = "fp32",
+              mesh=None, approx_recall: float | None = None) -> float:
   """Cycle k-NN: fraction of samples i found again among the A-neighbours of their
   B-neighbours, mean_i 1[i ∈ ∪_{j ∈ N_B(i)} N_A(j)], in [0, 1]. Not symmetric in (a, b).
 
   Same as the reference ``cycle_knn`` (``knn_A[knn_B]`` then "any equals i").
   """
-  return _neighbour_metric(cycle_from_idx, a, b, k, tile, precision, mesh)
+  return _neighbour_metric(cycle_from_idx, a, b, k, tile, precision, mesh, approx_recall)
 
 
-def lcs_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE, precision: str = "fp32",
-            mesh=None) -> float:
+def lcs_knn(a, b, k: int = 10, *, tile: int | None = None, precision: str = "fp32",
+            mesh=None, approx_recall: float | None = None) -> float:
   """Longest common subsequence of the ordered neighbour lists, mean_i LCS / k, in [0, 1].
 
   Deliberate difference: the reference ``lcs_knn`` returns the mean LCS *length*
   (in [0, k]) as a tensor; here it is divided by k (the paper's table: "normalized by
   the sequence length") so it is comparable across k. Multiply by k for the reference.
   """
-  return _neighbour_metric(lcs_from_idx, a, b, k, tile, precision, mesh)
+  return _neighbour_metric(lcs_from_idx, a, b, k, tile, precision, mesh, approx_recall)
 
 
-def edit_distance_knn(a, b, k: int = 10, *, tile: int = DEFAULT_TILE,
-                      precision: str = "fp32", mesh=None) -> float:
+def edit_distance_knn(a, b, k: int = 10, *, tile: int | None = None,
+                      precision: str = "fp32", mesh=None,
+                      approx_recall: float | None = None) -> float:
   """1 - mean_i Levenshtein(N_A(i), N_B(i)) / k, in [0, 1] (1: identical ordered lists).
 
   Levenshtein with unit costs, as the reference's ``torchaudio.functional.edit_distance``;
   computed for all rows at once on device instead of a Python loop per row.
   """
-  return _neighbour_metric(edit_from_idx, a, b, k, tile, precision, mesh)
+  return _neighbour_metric(edit_from_idx, a, b, k, tile, precision, mesh, approx_recall)

@@ -72,19 +72,23 @@ def rank_per_sample(idx_a, idx_b) -> np.ndarray:
   return np.asarray(rank_per_row(idx_a, idx_b), np.float64)
 
 
-def knn_jaccard(a, b, k: int = 10, *, tile: int = tiling.DEFAULT_TILE,
-                precision: str = "fp32", mesh=None) -> float:
+def knn_jaccard(a, b, k: int = 10, *, tile: int | None = None,
+                precision: str = "fp32", mesh=None,
+                approx_recall: float | None = None) -> float:
   """Mean Jaccard index of the k-NN sets, in [0, 1] (ReSi ``jaccard_similarity``).
   = mean_i c_i / (2k − c_i) with c_i = |N_A(i) ∩ N_B(i)| (mutual_knn is mean_i c_i / k).
   Invariant to rotation and isotropic scaling (and, on unit rows, to what cosine ignores)."""
-  return knn._neighbour_metric(jaccard_from_idx, a, b, k, tile, precision, mesh)
+  return knn._neighbour_metric(jaccard_from_idx, a, b, k, tile, precision, mesh,
+                               approx_recall)
 
 
-def rank_similarity(a, b, k: int = 10, *, tile: int = tiling.DEFAULT_TILE,
-                    precision: str = "fp32", mesh=None) -> float:
+def rank_similarity(a, b, k: int = 10, *, tile: int | None = None,
+                    precision: str = "fp32", mesh=None,
+                    approx_recall: float | None = None) -> float:
   """Rank similarity of the ordered k-NN lists (Wang et al. 2020; ReSi), in [0, 1]: shared
   neighbours count more when near the top of both lists and at similar ranks."""
-  return knn._neighbour_metric(rank_from_idx, a, b, k, tile, precision, mesh)
+  return knn._neighbour_metric(rank_from_idx, a, b, k, tile, precision, mesh,
+                               approx_recall)
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,7 +154,7 @@ def _check_finite(v):
   return v
 
 
-def second_order_cosine(a, b, k: int = 10, *, tile: int = tiling.DEFAULT_TILE,
+def second_order_cosine(a, b, k: int = 10, *, tile: int | None = None,
                         mesh=None) -> float:
   """Second-order cosine similarity (Hamilton et al. 2016; ReSi), in [0, 1]: for each i,
   the cosine between its cosine distances to U_i = N_A(i) ∪ N_B(i) in a and in b; mean
@@ -162,7 +166,7 @@ def second_order_cosine(a, b, k: int = 10, *, tile: int = tiling.DEFAULT_TILE,
 SOC_BATCH = 2  # nulls per step
 
 
-def second_order_cosine_null(a, b, k: int = 10, *, tile: int = tiling.DEFAULT_TILE, mesh=None):
+def second_order_cosine_null(a, b, k: int = 10, *, tile: int | None = None, mesh=None):
   """b's lists relabelled and the O(N k D) inner products with the permuted rows a null."""
   xa, xb, ia, ib = _soc_parts(a, b, k, tile, mesh)
   fn = nulls.batch_program(_soc_batch)

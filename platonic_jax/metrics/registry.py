@@ -66,7 +66,7 @@ class Metric:
             **self.experiment_options}
 
 
-_KNN = ("k", "tile", "precision", "mesh")
+_KNN = ("k", "tile", "precision", "mesh", "approx_recall")
 
 
 def _neighbour(name: str, fn, combine, per_sample, null=None) -> Metric:

@@ -1,0 +1,128 @@
+"""What every benchmark shares: the machine it ran on, and option errors as one line.
+
+- ``machine()`` / ``header()``: the CPU model and its instruction-set extensions (from
+  ``/proc/cpuinfo``; ``platform`` elsewhere), core count, and JAX's backend, device kind
+  and count, printed at the top of every benchmark. Numbers from an AMD EPYC without AMX
+  and an Intel Xeon with it, or from a CPU and a GPU, are different measurements and
+  must never be compared as one: the header says which machine a table is from.
+- ``ArgumentParser``: an ``argparse`` parser whose errors are one line
+  (``prog: error: ...``, exit status 2) instead of the usage block, and the comma-list
+  types ``choices`` / ``ints`` that name the allowed values. ``option_error`` raises the
+  same for checks made after parsing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+
+# The extensions that decide which kernels a CPU runs (XLA:CPU's and oneDNN's): AVX2 /
+# FMA, the AVX-512 family, its bf16 / VNNI dot products, and Intel's AMX tiles.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+             "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> dict:
+  """{"model": str, "isa": [flags of ISA_FLAGS present]} of this machine's CPU.
+
+  Linux: the first processor's "model name" and "flags" (x86) or "Features" (arm64) of
+  ``path``; elsewhere (or unreadable) ``platform.processor()`` / ``platform.machine()``
+  and an empty ISA list."""
+  model, flags = "", set()
+  try:
+    with open(path) as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and not model:
+          model = value.strip()
+        elif key in ("flags", "features") and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  model = model or platform.processor() or platform.machine() or "unknown CPU"
+  return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
+
+
+def machine() -> dict:
+  """The machine a benchmark runs on: CPU (model, ISA, cores), JAX (version, backend,
+  device kind and count) and the XLA_FLAGS in effect. Imports jax: call it after any
+  flag that must be set before jax starts."""
+  import jax
+  cpu = cpu_info()
+  devices = jax.devices()
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {"cpu_model": cpu["model"], "cpu_isa": cpu["isa"], "cpu_cores": cores,
+          "python": platform.python_version(), "jax": jax.__version__,
+          "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
+          "device_count": len(devices), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def header(info: dict | None = None) -> str:
+  """One line naming the machine (``machine()``), for the top of a benchmark's output."""
+  m = machine() if info is None else info
+  isa = " ".join(m["cpu_isa"]) or "(no ISA flags read)"
+  return (f"machine: {m['cpu_model']} ({m['cpu_cores']} cores; {isa}) | jax {m['jax']} "
+          f"backend {m['backend']}: {m['device_count']} x {m['device_kind']}"
+          + (f" | XLA_FLAGS {m['xla_flags']!r}" if m["xla_flags"] else ""))
+
+
+def print_header(extra: str = "") -> dict:
+  """Prints ``header()`` (and ``extra`` on the next line); returns ``machine()``."""
+  info = machine()
+  print(header(info), flush=True)
+  if extra:
+    print(extra, flush=True)
+  return info
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """``argparse.ArgumentParser`` whose errors are one line on stderr, exit status 2:
+  ``prog: error: argument --dtypes: 'float32' is not one of fp32, bf16``."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def option_error(flag: str, message: str, prog: str | None = None):
+  """Exits as ``ArgumentParser.error`` does, for a check made after parsing (e.g. a
+  value allowed only with another option)."""
+  prog = prog or os.path.basename(sys.argv[0])
+  sys.stderr.write(f"{prog}: error: argument {flag}: {message}\n")
+  raise SystemExit(2)
+
+
+def choices(allowed, *, min_count: int = 1):
+  """An argparse ``type``: a comma-separated subset of ``allowed`` -> tuple, in the
+  given order; an unknown or missing value names the allowed ones."""
+  allowed = tuple(allowed)
+
+  def parse(text: str) -> tuple[str, ...]:
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in items if s not in allowed]
+    if bad:
+      raise argparse.ArgumentTypeError(
+          f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not one of "
+          f"{', '.join(allowed)}")
+    if len(items) < min_count:
+      raise argparse.ArgumentTypeError(f"give at least {min_count} of {', '.join(allowed)}")
+    return items
+  return parse
+
+
+def ints(minimum: int = 1, *, sep: str = ","):
+  """An argparse ``type``: ``sep``-separated integers >= ``minimum`` -> tuple."""
+
+  def parse(text: str) -> tuple[int, ...]:
+    try:
+      values = tuple(int(s) for s in text.split(sep) if s.strip())
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f"{text!r} is not a {sep!r}-separated list of integers") from None
+    if not values or min(values) < minimum:
+      raise argparse.ArgumentTypeError(
+          f"{text!r}: give integers >= {minimum}, separated by {sep!r}")
+    return values
+  return parse
