@@ -53,16 +53,17 @@ REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                          "release_reference.py")
 
 
-def _shapes(p: argparse.ArgumentParser, flag: str, text: str) -> list[tuple[int, int]]:
-  """'25x1024,33x4096' -> [(25, 1024), (33, 4096)]; anything else: a one-line error."""
+def shapes(text: str) -> tuple[tuple[int, int], ...]:
+  """An argparse ``type``: '25x1024,33x4096' -> ((25, 1024), (33, 4096))."""
   out = []
   for s in text.split(","):
     parts = s.strip().split("x")
     if len(parts) != 2 or not all(v.isdigit() and int(v) > 0 for v in parts):
-      p.error(f"{flag}={text!r}: allowed a comma-separated list of LxD (layers x width, "
-              "positive integers), e.g. 25x1024,33x4096")
+      raise argparse.ArgumentTypeError(
+          f"{text!r}: give a comma-separated list of LxD (layers x width, positive "
+          "integers), e.g. 25x1024,33x4096")
     out.append((int(parts[0]), int(parts[1])))
-  return out
+  return tuple(out)
 
 
 def _release_module():
@@ -246,12 +247,15 @@ def table(a, metrics, cold, warm, ref, cal, diff) -> str:
 
 
 def parse(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  from platonic_jax.benchmarks import common  # noqa: PLC0415
+  p = common.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--n", type=int, default=1024, help="rows of every file (the release: 1024)")
-  p.add_argument("--language", default="25x1024,33x4096", help="LxD of each language model")
-  p.add_argument("--vision", default="13x768,25x1024", help="LxD of each vision model")
-  p.add_argument("--metrics", default=",".join(METRICS),
+  p.add_argument("--language", type=shapes, default="25x1024,33x4096",
+                 help="LxD of each language model")
+  p.add_argument("--vision", type=shapes, default="13x768,25x1024",
+                 help="LxD of each vision model")
+  p.add_argument("--metrics", type=common.choices(METRICS), default=",".join(METRICS),
                  help=f"comma-separated subset of {','.join(METRICS)}")
   p.add_argument("--k", type=int, default=10, help="neighbours of the k-NN metrics and CKNNA")
   p.add_argument("--release-pairs", dest="release_pairs", type=int, default=6,
@@ -259,25 +263,25 @@ def parse(argv=None) -> argparse.Namespace:
   p.add_argument("--calibration-K", dest="calibration_K", type=int, default=20,
                  help="nulls timed for our calibration of the largest pair (0 = skip)")
   p.add_argument("--quick", action="store_true",
-                 help="seconds-long defaults (flags given still apply): " + ", ".join(f"--{k.replace('_', '-')}={v}"
-                                                  for k, v in QUICK.items()))
+                 help="seconds-long defaults (flags given still apply): " + ", ".join(
+                     f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items()))
   argv = sys.argv[1:] if argv is None else list(argv)
   if p.parse_known_args(argv)[0].quick:  # --quick changes the defaults; flags still win
     p.set_defaults(**QUICK)
   a = p.parse_args(argv)
-  a.language_shapes = _shapes(p, "--language", a.language)
-  a.vision_shapes = _shapes(p, "--vision", a.vision)
-  a.metric_list = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
-  bad = [m for m in a.metric_list if m not in METRICS]
-  if bad or not a.metric_list:
-    p.error(f"--metrics={a.metrics!r}: allowed a comma-separated subset of {', '.join(METRICS)}")
+  # The labels of the table: the shapes as given.
+  a.language_shapes, a.vision_shapes = a.language, a.vision
+  a.language = ",".join(f"{l}x{d}" for l, d in a.language_shapes)
+  a.vision = ",".join(f"{l}x{d}" for l, d in a.vision_shapes)
+  a.metric_list = a.metrics
   if a.k < 1:
-    p.error(f"--k={a.k}: allowed a positive integer below --n ({a.n})")
+    p.error(f"argument --k: {a.k}: give a positive integer below --n ({a.n})")
   if a.n <= a.k + 1:
-    p.error(f"--n={a.n}: allowed an integer above --k + 1 ({a.k + 1}); the release uses 1024")
+    p.error(f"argument --n: {a.n}: give an integer above --k + 1 ({a.k + 1}); the release "
+            "uses 1024")
   for flag, v in (("--release-pairs", a.release_pairs), ("--calibration-K", a.calibration_K)):
     if v < 0:
-      p.error(f"{flag}={v}: allowed 0 or a positive integer")
+      p.error(f"argument {flag}: {v}: give 0 or a positive integer")
   return a
 
 
@@ -285,10 +289,10 @@ def main(argv=None) -> dict:
   a = parse(argv)
   rel = _release_module()
   metrics = a.metric_list
-  import jax
   import torch
-  print(f"devices: {jax.devices()}  torch {torch.__version__} threads {torch.get_num_threads()}"
-        f"  jax {jax.__version__}  load average {os.getloadavg()}", flush=True)
+  from platonic_jax.benchmarks import common  # noqa: PLC0415
+  common.print_header(f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
+                      f"load average {os.getloadavg()}")
   with tempfile.TemporaryDirectory() as d:
     language, vision = write_files(d, a.n, a.language_shapes, a.vision_shapes)
     cold, values = ours(language, vision, metrics, a.k)
