@@ -3,9 +3,11 @@
 Any config field can be overridden (`--config.train.lr=3e-4`); a misspelt field exits
 with status 1 naming it, and bad values exit with status 2 listing every bad field
 before any work starts. Re-running the same command resumes; on SIGTERM (preemption)
-the run saves a checkpoint and exits with status 0. All logic lives in
-`platonic_jax.experiment`; this entry does the process set-up (log quieting, multi-host
-initialisation) and turns the project's user-facing errors into one-line messages.
+the run saves what it finished and exits with status 0. All logic lives in the package
+(`platonic_jax.runners` picks `experiment.train_and_evaluate`, or for `configs/prh.py`
+the Platonic sweep `prh.sweep.run`); this entry does the process set-up (log quieting,
+multi-host initialisation) and turns the project's user-facing errors into one-line
+messages.
 """
 
 import os
@@ -53,19 +55,20 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported after flag parsing (--help stays fast); validation first, so a bad value
   # costs no JAX backend, no data and no write.
-  from platonic_jax import errors, runtime, validate
+  from platonic_jax import errors, runners, runtime
   config = _CONFIG.value
   try:
-    validate.check(config)
+    runner = runners.get(config)   # config.experiment: the adapter experiment or the sweep
+    runner.check(config)
   except errors.UserError as e:
     _fail(e)
   runtime.quiet_logs()
-  runtime.initialize_distributed(config.distributed)
-  from platonic_jax import experiment, train
+  if runner.distributed:
+    runtime.initialize_distributed(config.distributed)
   try:
-    experiment.train_and_evaluate(config, _WORKDIR.value)
-  except train.Preempted as e:
-    logging.warning("%s", e)  # a clean stop: the checkpoint is complete
+    runner.run(config, _WORKDIR.value)
+  except runner.preempted() as e:
+    logging.warning("%s", e)  # a clean stop: everything finished is saved
   except errors.UserError as e:
     # The message names the problem and the fix; any other exception is a bug of this
     # code and keeps its traceback.

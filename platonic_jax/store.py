@@ -40,6 +40,17 @@ def path(workdir: str, name: str, k: str) -> str:
   return os.path.join(workdir, STAGES_DIR, *name.split("/"), f"{k}.json")
 
 
+def is_stored(workdir: str, name: str, k: str, doc: Mapping) -> bool:
+  """Whether stage ``name`` has a readable stored result under key ``k`` recorded with
+  exactly the inputs ``doc`` (what ``cached`` would read back instead of computing)."""
+  try:
+    with open(path(workdir, name, k)) as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return stored.get("inputs") == json.loads(json.dumps(doc)) and stored.get("key") == k
+
+
 def cached(workdir: str, name: str, k: str, doc: Mapping, compute: Callable[[], Any],
            result_type: Any, *, write: bool = True, log=logging.info) -> Any:
   """``compute()``'s result for stage ``name`` with key ``k`` and inputs ``doc``: read

@@ -31,6 +31,8 @@ CASES = [  # (benchmark module, argv, what the one line must say)
     ("device", ["--sections=encoders,gpu"],
      "'gpu' is not one of encoders, decoder, metrics, train, loader"),
     ("device", ["--metric-sizes=64k"], "argument --metric-sizes"),
+    ("prh", ["--metrics=mutual_knn,knn"], "'knn' is not one of mutual_knn, cycle_knn"),
+    ("prh", ["--language=33x"], "argument --language: '33x': give a comma-separated list of LxD"),
 ]
 
 

@@ -1,5 +1,5 @@
 """The docs tell the truth: docs/configuration.md documents exactly the schema of
-configs/default.py with its defaults, and every command the docs show runs (the cheap
+configs/default.py with its defaults (docs/prh.md that of configs/prh.py), and every command the docs show runs (the cheap
 form: configs load and name existing fields, modules answer --help and accept the flags
 shown, pytest collects). docs/design.md is left out: it is the design document and also
 shows the planned API of open issues."""
@@ -41,6 +41,35 @@ def test_configuration_doc_lists_every_field_with_its_default():
   # One row documents the fields of every modality block.
   schema = {p: v for p, v in schema.items() if not p.startswith("modalities.text.")}
   doc = _documented()
+  assert sorted(doc) == sorted(schema)
+  for path, cell in doc.items():
+    assert cell.startswith("`") and cell.endswith("`"), (path, cell)
+    assert ast.literal_eval(cell.strip("`")) == schema[path], (path, cell, schema[path])
+
+
+def _documented_prh():
+  """{field path: default cell} of the tables under docs/prh.md's "## Configuration"."""
+  section, out = None, {}
+  for line in open(os.path.join(ROOT, "docs", "prh.md")):
+    if line.startswith("## "):
+      section = "" if line.startswith("## Configuration") else None
+      continue
+    m = re.match(r"^### (`([^`]+)`|Top level)", line)
+    if m and section is not None:
+      section = m.group(2) or ""
+      continue
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if section is None or len(cells) < 3 or not cells[0].startswith("`"):
+      continue
+    name = cells[0].strip("`")
+    out[f"{section}.{name}" if section else name] = cells[1]
+  return out
+
+
+def test_prh_doc_lists_every_field_of_the_sweep_config_with_its_default():
+  from configs import prh  # noqa: PLC0415
+  schema = dict(config_leaves(prh.get_config()))
+  doc = _documented_prh()
   assert sorted(doc) == sorted(schema)
   for path, cell in doc.items():
     assert cell.startswith("`") and cell.endswith("`"), (path, cell)

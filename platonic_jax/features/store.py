@@ -121,10 +121,13 @@ class Entry:
     with np.load(self._chunk_path(chunk_size, i), allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
 
-  def finalise(self, chunk_size: int, num_chunks: int) -> dict[str, np.ndarray]:
-    """Joins the chunks into the finished arrays (the commit point), then drops them."""
+  def finalise(self, chunk_size: int, num_chunks: int,
+               extra: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Joins the chunks into the finished arrays (the commit point), then drops them.
+    ``extra``: arrays that are not per row (e.g. a model's parameter count), stored beside."""
     chunks = [self._read_chunk(chunk_size, i) for i in range(num_chunks)]
     out = {name: np.concatenate([c[name] for c in chunks], axis=0) for name in chunks[0]}
+    out.update({k: np.asarray(v) for k, v in (extra or {}).items()})
     self.save(out)
     if self.write:
       for i in range(num_chunks):

@@ -83,7 +83,17 @@ def _l2_normalize(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _layers(x, name: str) -> np.ndarray:
+def _layers(x, name: str):
+  """[L, N, D] float32, or a list of [N, D_l] layers when given a list (widths may differ,
+  as in the Platonic release's per-layer feature lists)."""
+  if isinstance(x, (list, tuple)):
+    if not x:
+      raise ValueError(f"{name} is an empty list of layers")
+    layers = [_checks.as_features(layer, f"{name}[{i}]") for i, layer in enumerate(x)]
+    if len({layer.shape[0] for layer in layers}) != 1:
+      raise ValueError(f"the layers of {name} hold different numbers of samples: "
+                       f"{[layer.shape[0] for layer in layers]}")
+    return layers
   arr = np.asarray(x)
   if arr.ndim == 2:
     arr = arr[None]
@@ -102,7 +112,7 @@ def score(a, b, metric: str = "mutual_knn", *, normalize: bool = True,
           calibrate: bool = False, **kw):
   """Alignment of a and b as the Platonic protocol measures it: best over layer pairs.
 
-  a: [N, Da] or [La, N, Da]; b: [N, Db] or [Lb, N, Db] (same N). Rows are
+  a: [N, Da], [La, N, Da] or a list of La [N, D_i] layers; b likewise (same N). Rows are
   l2-normalised first (``normalize=True``, so k-NN is by cosine), then ``metric`` (a
   name in METRICS; ``**kw`` go to it: k, kernel, sigma, cca_dim, tile, ...) is measured
   for every layer pair (i, j). Returns ``(best value, (i, j))``, i indexing a's layers.
@@ -122,15 +132,15 @@ def score(a, b, metric: str = "mutual_knn", *, normalize: bool = True,
   cal = {o: kw.pop(o) for o in CALIBRATION_OPTIONS if o in kw}
   if cal and not calibrate:
     raise ValueError(f"{sorted(cal)} are options of the calibration: pass calibrate=True")
-  if la.shape[1] != lb.shape[1]:
+  if la[0].shape[0] != lb[0].shape[0]:
     raise ValueError(
-        f"a and b must have the same number of samples: got a {la.shape} and b {lb.shape} "
-        "(layer-wise inputs are [L, N, D])")
+        f"a and b must have the same number of samples: got {la[0].shape[0]} and "
+        f"{lb[0].shape[0]} (layer-wise inputs are [L, N, D])")
   if normalize:
-    la, lb = _l2_normalize(la), _l2_normalize(lb)
+    la, lb = [_l2_normalize(x) for x in la], [_l2_normalize(x) for x in lb]
   if calibrate:
     return calibrate_layers(la, lb, metric, agg="max", **cal, **kw)
-  values = np.empty((la.shape[0], lb.shape[0]))
+  values = np.empty((len(la), len(lb)))
   unknown = set(kw) - set(record.options)
   if unknown:
     raise ValueError(f"{metric} got unexpected arguments {sorted(unknown)}; it takes "

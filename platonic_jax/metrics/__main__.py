@@ -2,10 +2,17 @@
 
     python -m platonic_jax.metrics A.npy B.npy --metric=mutual_knn --k=10 [--q=0.95] [--json]
     python -m platonic_jax.metrics A.npy B.npy --metric=cka --calibrate=200   # + p, calibrated
+    python -m platonic_jax.metrics X.pt Y.pt --metric=mutual_knn --k=10       # the release's files
 
 A.npy / B.npy: [N, D] or layer-wise [L, N, D] float arrays, row i of both = sample i.
-Features are outlier-clamped (``prepare``, quantile ``--q``; ``--q=1`` turns it off),
-l2-normalised and scored over every layer pair; the best value and its pair are printed.
+X.pt / Y.pt: the Platonic release's feature files (``extract_features.py``: a dict with
+"feats" [N, L, D] or a list of per-layer [N, D] tensors; read with torch,
+``weights_only=True``). Features are outlier-clamped (``prepare``, quantile ``--q``;
+``--q=1`` turns it off; a per-layer list layer by layer, as the release), l2-normalised
+and scored over every layer pair; the best value and its pair are printed. The release's
+``measure_alignment.py`` scores (vision, language): pass the vision file first to get its
+cycle k-NN direction and its order among tied layer pairs; ``--exact`` is its
+``--precise`` clamp (its default is the per-sample mean quantile, as here).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import sys
 
 import numpy as np
 
-from platonic_jax import metrics
+from platonic_jax import errors, metrics
 
 _FLAGS = ("k", "tile", "precision", "kernel", "sigma", "cca_dim", "approx_recall")  # the metric options
 
@@ -24,8 +31,8 @@ _FLAGS = ("k", "tile", "precision", "kernel", "sigma", "cca_dim", "approx_recall
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m platonic_jax.metrics", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("a", help="features of model A: .npy, [N, D] or [L, N, D]")
-  p.add_argument("b", help="features of model B: .npy, [N, D] or [L, N, D]")
+  p.add_argument("a", help="features of model A: .npy ([N, D] or [L, N, D]) or a release .pt")
+  p.add_argument("b", help="features of model B: .npy ([N, D] or [L, N, D]) or a release .pt")
   p.add_argument("--metric", default="mutual_knn", choices=sorted(metrics.METRICS))
   p.add_argument("--k", type=int, default=10, help="neighbours (k-NN metrics, cknna)")
   p.add_argument("--q", type=float, default=0.95,
@@ -54,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _load(path: str) -> np.ndarray:
+def _load(path: str):
+  """[L, N, D] / [N, D] array of a .npy file, or the layers of a release .pt file."""
+  if path.endswith(".pt"):
+    from platonic_jax.prh import release_files  # noqa: PLC0415 - torch only for .pt
+    return release_files.load(path).layers
   try:
     return np.load(path, allow_pickle=False)
   except FileNotFoundError:
@@ -71,13 +82,18 @@ def main(argv=None) -> int:
     feats = {}
     for path in (args.a, args.b):
       try:  # every message names the file it is about
-        feats[path] = metrics.prepare(_load(path), q=args.q, exact=args.exact)
+        x = _load(path)
+        feats[path] = ([metrics.prepare(layer, q=args.q, exact=args.exact) for layer in x]
+                       if isinstance(x, list) else metrics.prepare(x, q=args.q, exact=args.exact))
+      except errors.InputError:  # already names the file
+        raise
       except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     a, b = feats[args.a], feats[args.b]
-    if a.shape[-2] != b.shape[-2]:
-      raise ValueError(f"{args.a} has {a.shape[-2]} samples (shape {a.shape}) but {args.b} has "
-                       f"{b.shape[-2]} (shape {b.shape}); row i of both must be sample i")
+    na, nb = (x[0].shape[-2] if isinstance(x, list) else x.shape[-2] for x in (a, b))
+    if na != nb:
+      raise ValueError(f"{args.a} has {na} samples but {args.b} has {nb}; row i of both must "
+                       "be sample i (features of the same pairs)")
     cal = None
     if args.calibrate:
       cal = metrics.score(a, b, args.metric, normalize=args.normalize, calibrate=True,
@@ -92,7 +108,7 @@ def main(argv=None) -> int:
                                   "tau": cal.tau, "K": cal.K}
   if args.json:
     print(json.dumps({"metric": args.metric, "value": value, "layers": [i, j],
-                      "n": int(a.shape[-2]), "q": args.q, **kw, **extra}))
+                      "n": int(na), "q": args.q, **kw, **extra}))
   else:
     print(f"{args.metric} = {value:.6f} (layers a[{i}], b[{j}])" + (
         "" if cal is None else f"; calibrated {cal.score:.6f}, p = {cal.p_value:.4g}, "
