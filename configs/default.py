@@ -117,6 +117,7 @@ def get_config():
       ks=(5, 10, 20, 50),        # mutual_knn is also reported at these k
       q=0.95,                    # outlier clamp of metrics.prepare
       cca_dim=10,                # SVCCA directions, capped by each side's rank
+      approx_recall=0.0,         # k-NN top-k: 0 = exact; r in (0, 1]: lax.approx_max_k (TPU)
       bootstrap=1000,            # query resamples of the k-NN metrics' verdict intervals
       bootstrap_resample=0,      # kernel-metric intervals: full re-evaluations; 0 = off
       baseline_resample=False,   # those intervals for the baselines too

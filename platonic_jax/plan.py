@@ -161,7 +161,8 @@ def _layer_choice(config, order) -> layer_choice.LayerChoiceParams:
 
 
 def _specs(ev):
-  return alignment.metric_specs(tuple(ev.metrics), ev.k, tuple(ev.ks), ev.cca_dim)
+  return alignment.metric_specs(tuple(ev.metrics), ev.k, tuple(ev.ks), ev.cca_dim,
+                                float(ev.approx_recall) or None)
 
 
 def _calibration(ev) -> alignment.CalibrationParams:

@@ -185,6 +185,9 @@ def _evaluation(config) -> list[str]:
   if not 0 < ev.ci < 1:
     out.append(f"eval.ci={ev.ci}: must be in (0, 1)")
   _at_least(out, ev, "eval", ("cca_dim",), 1)
+  if not 0 <= ev.approx_recall <= 1:
+    out.append(f"eval.approx_recall={ev.approx_recall}: must be 0 (exact top-k) or a "
+               "recall target in (0, 1]")
   _at_least(out, ev, "eval", ("bootstrap", "bootstrap_resample", "max_samples",
                               "baseline_dim", "calibration_K"), 0)
   if not 0 < ev.calibration_alpha < 1:

@@ -377,6 +377,8 @@ def test_scale_curve_checks_its_sizes_and_metric():
     ("calibration_K", -1, "eval.calibration_K=-1: must be >= 0"),
     ("calibration_alpha", 1.0, "eval.calibration_alpha=1.0: must be a level in (0, 1)"),
     ("n_curve", (30, 51), "eval.n_curve=(30, 51): every size must be >= 52"),
+    ("approx_recall", 1.5, "eval.approx_recall=1.5: must be 0 (exact top-k) or a recall"),
+    ("approx_recall", -0.1, "eval.approx_recall=-0.1: must be 0"),
 ])
 def test_the_calibration_and_curve_fields_are_checked_before_any_work(field, value, message):
   from helpers import load_config  # noqa: PLC0415
@@ -384,3 +386,45 @@ def test_the_calibration_and_curve_fields_are_checked_before_any_work(field, val
   c = load_config("synthetic")
   c.eval[field] = value
   assert any(message in p for p in validate.problems(c)), validate.problems(c)
+
+
+def test_eval_approx_recall_reaches_every_neighbour_top_k_and_only_those(world, monkeypatch):
+  """``eval.approx_recall`` goes to the k-NN metrics' top-k in the tables, their nulls and
+  the verdict's neighbour lists; on CPU the top-k stays exact, so the numbers equal the
+  exact run's. An exact spec stores no such field (exact runs keep their old keys)."""
+  from helpers import load_config  # noqa: PLC0415
+  from platonic_jax import plan, typed_json  # noqa: PLC0415
+  from platonic_jax.metrics import knn  # noqa: PLC0415
+  cfg = load_config()
+  cfg.eval.approx_recall = 0.875
+  specs = plan._specs(cfg.eval)
+  by_label = {s.label: s for s in specs}
+  assert by_label["mutual_knn"].approx_recall == 0.875
+  assert by_label["cka"].approx_recall is None and by_label["svcca"].approx_recall is None
+  assert "approx_recall" not in typed_json.dump(SPECS[0])
+
+  seen = []
+  real = knn._knn_checked
+  monkeypatch.setattr(knn, "_knn_checked",
+                      lambda *a, **kw: (seen.append(kw.get("approx_recall")), real(*a, **kw))[1])
+  _, test = world
+  frozen = views.Frozen(test.views)
+  approx = alignment.metric_specs(("mutual_knn", "lcs_knn", "cka"), k=10, ks=(5,), cca_dim=10,
+                                  approx_recall=0.875)
+  exact = alignment.metric_specs(("mutual_knn", "lcs_knn", "cka"), k=10, ks=(5,), cca_dim=10)
+  cal = alignment.CalibrationParams(K=5, alpha=0.05, seed=0)
+  got = alignment.frozen_table(alignment.AlignmentParams(approx, VIEWS, PAIR, cal), frozen, PAIR)
+  assert 0.875 in seen
+  seen.clear()
+  want = alignment.frozen_table(alignment.AlignmentParams(exact, VIEWS, PAIR, cal), frozen, PAIR)
+  assert 0.875 not in seen
+  for g, w in zip(got.rows, want.rows):
+    assert g.to_ref == w.to_ref and g.cross == w.cross and g.calibrated == w.calibrated
+  seen.clear()
+  emb = {"image": test.z, "text": test.z + 0.1}
+  vp = verdict.VerdictParams(approx, VIEWS, PAIR, bootstrap=20, resample=0,
+                             resample_field="eval.bootstrap_resample=100", ci=0.95, seed=0)
+  v = verdict.verdict(vp, frozen, emb)
+  assert seen and set(seen) == {0.875}  # every neighbour list of the verdict: approx
+  v_exact = verdict.verdict(dataclasses.replace(vp, metrics=exact), frozen, emb)
+  assert [r.entries for r in v.rows] == [r.entries for r in v_exact.rows]

@@ -28,18 +28,25 @@ from platonic_jax.evaluation.records import (AlignmentRow, AlignmentTable, Calib
 
 
 def metric_specs(metrics: Sequence[str], k: int, ks: Sequence[int],
-                 cca_dim: int) -> tuple[MetricSpec, ...]:
+                 cca_dim: int, approx_recall: float | None = None) -> tuple[MetricSpec, ...]:
   """Every metric of ``eval.metrics`` at ``eval.k``, then mutual_knn at each k of
-  ``eval.ks`` not already covered (label "mutual_knn@k")."""
+  ``eval.ks`` not already covered (label "mutual_knn@k"). ``approx_recall`` (eval's,
+  None = exact) goes to the metrics whose top-k takes it."""
   from platonic_jax.metrics import registry  # noqa: PLC0415
   specs = []
+
+  def recall(m):
+    return approx_recall if "approx_recall" in m.options else None
+
   for name in metrics:
     m = registry.get(name)
     specs.append(MetricSpec(name, name, k=int(k) if m.takes_k else None,
-                            cca_dim=int(cca_dim) if "cca_dim" in m.options else None))
+                            cca_dim=int(cca_dim) if "cca_dim" in m.options else None,
+                            approx_recall=recall(m)))
   for kk in ks:
     if int(kk) != int(k) or "mutual_knn" not in metrics:
-      specs.append(MetricSpec(f"mutual_knn@{int(kk)}", "mutual_knn", k=int(kk)))
+      specs.append(MetricSpec(f"mutual_knn@{int(kk)}", "mutual_knn", k=int(kk),
+                              approx_recall=recall(registry.get("mutual_knn"))))
   return tuple(specs)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from platonic_jax import typed_json
 from platonic_jax.evaluation.recipe_records import (AsifInfo, CycleResult, GapSweepEntry,
                                                     LayerChoice, ModalityGap)
 from platonic_jax.evaluation.records_base import RankSummary  # noqa: F401 - re-exported
@@ -22,9 +23,13 @@ class MetricSpec:
   metric: str
   k: int | None = None
   cca_dim: int | None = None
+  # eval.approx_recall of a k-NN metric (None: exact top-k); optional in the JSON, so
+  # the keys of exact runs are those from before the field existed.
+  approx_recall: float | None = dataclasses.field(default=None, metadata=typed_json.OPTIONAL)
 
   def options(self) -> dict:
-    return {n: v for n, v in (("k", self.k), ("cca_dim", self.cca_dim)) if v is not None}
+    return {n: v for n, v in (("k", self.k), ("cca_dim", self.cca_dim),
+                              ("approx_recall", self.approx_recall)) if v is not None}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,10 +78,11 @@ def _entry(delta: float, boots: np.ndarray, level: float, off: str) -> VerdictEn
 def _neighbour_row(spec, params, raw, reps, ref, rng, lists) -> VerdictRow:
   from platonic_jax.metrics import registry  # noqa: PLC0415
   record = registry.get(spec.metric)
-  ref_nb = lists(views.REF, ref, spec.k)
-  ps = {f"raw:{m}": record.per_sample(lists(f"raw:{m}", raw[m], spec.k), ref_nb)
-        for m in params.pair}
-  ps.update({rep: record.per_sample(lists(rep, r, spec.k), ref_nb) for rep, r in reps.items()})
+  # The same top-k as the alignment table's (eval.approx_recall), so Δ matches its values.
+  nb = lambda name, x: lists(name, x, spec.k, spec.approx_recall)  # noqa: E731
+  ref_nb = nb(views.REF, ref)
+  ps = {f"raw:{m}": record.per_sample(nb(f"raw:{m}", raw[m]), ref_nb) for m in params.pair}
+  ps.update({rep: record.per_sample(nb(rep, r), ref_nb) for rep, r in reps.items()})
   entries = {}
   for rep in reps:
     w = {rep: 1.0, **{f"raw:{m}": -0.5 for m in params.pair}}
@@ -154,10 +155,11 @@ def verdict(params: VerdictParams, frozen: views.Frozen, embeddings: Mapping[str
   rng = np.random.default_rng(params.seed)
   memo: dict = {}
 
-  def lists(name, x, k):  # neighbour lists, once per (representation, k)
-    if (name, k) not in memo:
-      memo[(name, k)] = np.asarray(metrics.nearest_neighbors(x, k)[1])
-    return memo[(name, k)]
+  def lists(name, x, k, recall=None):  # neighbour lists, once per (representation, k)
+    if (name, k, recall) not in memo:
+      memo[(name, k, recall)] = np.asarray(
+          metrics.nearest_neighbors(x, k, approx_recall=recall)[1])
+    return memo[(name, k, recall)]
 
   rows = []
   for spec in params.metrics:
