@@ -92,7 +92,7 @@ class Head(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = nn.Dense(self.hidden, name="hidden")(x)  # [N, E] x [E, H] -> [N, H]
-    x = nn.gelu(x, approximate=False)
+    x = adapters.gelu_exact(x)  # its own derivative: see adapters.gelu_exact (jax 0.12)
     x = nn.Dense(self.dim, name="out")(x)  # [N, H] x [H, E] -> [N, E]
     return adapters.l2_normalize(x)
 
