@@ -19,21 +19,34 @@ from configs import default
 DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]
 
 
-def _documented():
-  """{field path: default cell} of every table row of docs/configuration.md."""
+def _field_tables(doc: str, heading: str = "## ", within: str | None = None):
+  """{field path: default cell} of the field tables of ``docs/<doc>``: each table under a
+  ``<heading>`section`|Top level`` heading (only below the ``## <within>`` part, when
+  given)."""
   section, out = None, {}
-  for line in open(os.path.join(ROOT, "docs", "configuration.md")):
-    m = re.match(r"^## (`([^`]+)`|Top level)", line)
-    if m:
+  inside = within is None
+  for line in open(os.path.join(ROOT, "docs", doc)):
+    if within is not None and line.startswith("## "):
+      inside, section = line.startswith(f"## {within}"), None
+      if inside:
+        section = ""
+      continue
+    m = re.match(rf"^{heading}(`([^`]+)`|Top level)", line)
+    if m and inside:
       section = m.group(2) or ""
       continue
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
     if section is None or len(cells) < 3 or not cells[0].startswith("`"):
       continue
     name = cells[0].strip("`")
-    path = f"{section}.{name}" if section else name
-    out[path.replace("modalities.<name>.", "modalities.image.")] = cells[1]
+    out[f"{section}.{name}" if section else name] = cells[1]
   return out
+
+
+def _documented():
+  """docs/configuration.md's fields (one row documents every modality block's)."""
+  return {p.replace("modalities.<name>.", "modalities.image."): v
+          for p, v in _field_tables("configuration.md").items()}
 
 
 def test_configuration_doc_lists_every_field_with_its_default():
@@ -48,22 +61,8 @@ def test_configuration_doc_lists_every_field_with_its_default():
 
 
 def _documented_prh():
-  """{field path: default cell} of the tables under docs/prh.md's "## Configuration"."""
-  section, out = None, {}
-  for line in open(os.path.join(ROOT, "docs", "prh.md")):
-    if line.startswith("## "):
-      section = "" if line.startswith("## Configuration") else None
-      continue
-    m = re.match(r"^### (`([^`]+)`|Top level)", line)
-    if m and section is not None:
-      section = m.group(2) or ""
-      continue
-    cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    if section is None or len(cells) < 3 or not cells[0].startswith("`"):
-      continue
-    name = cells[0].strip("`")
-    out[f"{section}.{name}" if section else name] = cells[1]
-  return out
+  """The tables under docs/prh.md's "## Configuration" (### per section)."""
+  return _field_tables("prh.md", heading="### ", within="Configuration")
 
 
 def test_prh_doc_lists_every_field_of_the_sweep_config_with_its_default():

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import re
 
+from platonic_jax.encoders import timm_format
+
 VAL_LANGUAGE = (
     "bigscience/bloomz-560m", "bigscience/bloomz-1b1", "bigscience/bloomz-1b7",
     "bigscience/bloomz-3b", "bigscience/bloomz-7b1",
@@ -25,17 +27,8 @@ VAL_LANGUAGE = (
     "huggyllama/llama-7b", "huggyllama/llama-13b", "huggyllama/llama-30b",
     "huggyllama/llama-65b",
 )
-VAL_VISION = (
-    "vit_tiny_patch16_224.augreg_in21k", "vit_small_patch16_224.augreg_in21k",
-    "vit_base_patch16_224.augreg_in21k", "vit_large_patch16_224.augreg_in21k",
-    "vit_base_patch16_224.mae", "vit_large_patch16_224.mae", "vit_huge_patch14_224.mae",
-    "vit_small_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2.lvd142m",
-    "vit_large_patch14_dinov2.lvd142m", "vit_giant_patch14_dinov2.lvd142m",
-    "vit_base_patch16_clip_224.laion2b", "vit_large_patch14_clip_224.laion2b",
-    "vit_huge_patch14_clip_224.laion2b", "vit_base_patch16_clip_224.laion2b_ft_in12k",
-    "vit_large_patch14_clip_224.laion2b_ft_in12k",
-    "vit_huge_patch14_clip_224.laion2b_ft_in12k",
-)
+# The 17 vision models of the release's tasks.py, the same for its val and test sets.
+VAL_VISION = timm_format.STUDY_MODELS
 TEST_LANGUAGE = (
     "allenai/OLMo-1B-hf", "allenai/OLMo-7B-hf", "google/gemma-2b", "google/gemma-7b",
     "mistralai/Mistral-7B-v0.1", "mistralai/Mixtral-8x7B-v0.1",
