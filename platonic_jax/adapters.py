@@ -48,14 +48,20 @@ def gelu_exact(x: jax.Array) -> jax.Array:
   requires varying manual axes to match"), which breaks the data-parallel step of the
   MLP adapters. Same values as ``jax.nn.gelu(approximate=False)`` to ~1e-7.
   """
-  return 0.5 * x * (1.0 + jax.lax.erf(x * np.float32(0.7071067811865476)))
+  # Python-float constants are weakly typed: they take x's dtype (float64 under x64),
+  # where an np.float32 constant would round the result to float32's precision.
+  return 0.5 * x * (1.0 + jax.lax.erf(x * _SQRT_HALF))
+
+
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
 
 
 @gelu_exact.defjvp
 def _gelu_exact_jvp(primals, tangents):
   (x,), (dx,) = primals, tangents
-  cdf = 0.5 * (1.0 + jax.lax.erf(x * np.float32(0.7071067811865476)))
-  pdf = jnp.exp(-0.5 * x * x) * np.float32(0.3989422804014327)  # 1/sqrt(2 pi)
+  cdf = 0.5 * (1.0 + jax.lax.erf(x * _SQRT_HALF))
+  pdf = jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
   return gelu_exact(x), dx * (cdf + x * pdf)
 
 
