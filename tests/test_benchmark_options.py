@@ -75,3 +75,22 @@ def test_header_names_cpu_isa_and_jax_devices():
   assert info["backend"] == "cpu" and info["device_count"] == 8
   assert info["cpu_model"] in line and "backend cpu: 8 x cpu" in line
   assert all(flag in line for flag in info["cpu_isa"])
+
+
+def test_single_thread_pins_torch_and_xla_to_one_core():
+  """``--single_thread`` pins the process before jax starts (XLA sizes its pools from the
+  affinity mask; the old ``--xla_cpu_multi_thread_eigen=false`` left XLA on every core)."""
+  code = ("import os; from platonic_jax.benchmarks import common; core = common.pin_one_core(); "
+          "import jax, jax.numpy as jnp; jnp.ones((64, 64)).sum().block_until_ready(); "
+          "print(core, sorted(os.sched_getaffinity(0)))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+  assert out.returncode == 0, out.stderr
+  core, mask = out.stdout.split(" ", 1)
+  assert mask.strip() == f"[{core}]"
+
+
+def test_single_thread_after_jax_started_is_refused():
+  import jax  # noqa: F401 - the test process has jax already; pinning now would be a lie
+  with pytest.raises(RuntimeError, match="before jax is imported"):
+    common.pin_one_core()

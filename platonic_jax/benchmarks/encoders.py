@@ -57,8 +57,9 @@ def _parse(argv):
   p.add_argument("--dtypes", type=common.choices(DTYPES), default=DTYPES,
                  help=f"comma list of {', '.join(DTYPES)}")
   p.add_argument("--single_thread", action="store_true",
-                 help="1 torch thread and single-threaded XLA:CPU: robust to a loaded machine, "
-                      "where multi-threaded torch (OpenMP barriers) degrades far more than XLA")
+                 help="the process pinned to one core (1 torch thread, 1 XLA:CPU thread): "
+                      "robust to a loaded machine, where multi-threaded torch (OpenMP "
+                      "barriers) degrades far more than XLA")
   p.add_argument("--cpu-devices", "--cpu_devices", dest="cpu_devices", type=int, default=1,
                  help="XLA:CPU devices (e.g. one per core: the batch is split over them, each "
                       "runs single-stream; 0-10%% faster for the transformers on 2 cores)")
@@ -355,7 +356,7 @@ def main(argv=None):
   args = _parse(sys.argv[1:] if argv is None else argv)   # before the slow imports
   flags = args.xla_flags or ""
   if args.single_thread:
-    flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    common.pin_one_core()
     args.threads = 1
   if args.cpu_devices > 1:
     flags += f" --xla_force_host_platform_device_count={args.cpu_devices}"

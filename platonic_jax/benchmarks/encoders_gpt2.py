@@ -174,18 +174,16 @@ def format_row(r: tuple) -> str:
 
 def add_single_thread_flag(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--single_thread", action="store_true",
-                      help="1 torch thread and single-threaded XLA:CPU: a fair comparison on "
-                           "a loaded machine, where multi-threaded torch (OpenMP barriers) "
-                           "degrades far more than XLA; must be set before jax starts")
+                      help="the process pinned to one core (1 torch thread, 1 XLA:CPU "
+                           "thread): a fair comparison on a loaded machine, where "
+                           "multi-threaded torch (OpenMP barriers) degrades far more than "
+                           "XLA")
 
 
 def apply_single_thread(args: argparse.Namespace) -> None:
-  """For ``--single_thread``: XLA:CPU's Eigen pool off (before jax starts), torch 1 thread."""
+  """For ``--single_thread``: the process on one core (before jax starts), torch 1 thread."""
   if args.single_thread:
-    if "jax" in sys.modules:
-      raise RuntimeError("--single_thread must be given before jax is imported")
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_cpu_multi_thread_eigen=false").strip()
+    common.pin_one_core()
     args.threads = 1
 
 
