@@ -6,8 +6,8 @@ before any work starts. Re-running the same command resumes; on SIGTERM (preempt
 the run saves what it finished and exits with status 0. All logic lives in the package
 (`platonic_jax.runners` picks `experiment.train_and_evaluate`, or for `configs/prh.py`
 the Platonic sweep `prh.sweep.run`); this entry does the process set-up (log quieting,
-multi-host initialisation) and turns the project's user-facing errors into one-line
-messages.
+the allocator's trim policy, multi-host initialisation) and turns the project's
+user-facing errors into one-line messages.
 """
 
 import os
@@ -55,7 +55,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported after flag parsing (--help stays fast); validation first, so a bad value
   # costs no JAX backend, no data and no write.
-  from platonic_jax import errors, runners, runtime
+  from platonic_jax import errors, host_memory, runners, runtime
   config = _CONFIG.value
   try:
     runner = runners.get(config)   # config.experiment: the adapter experiment or the sweep
@@ -63,6 +63,7 @@ def main(argv):
   except errors.UserError as e:
     _fail(e)
   runtime.quiet_logs()
+  host_memory.keep_freed_memory()   # XLA:CPU's per-step buffers stay mapped (host_memory.py)
   if runner.distributed:
     runtime.initialize_distributed(config.distributed)
   try:

@@ -18,7 +18,9 @@ in ``step_flops`` — as a share of this machine's fp32 matmul peak measured in 
 run: the best rate of jitted fp32 GEMMs of the step's shapes ([B, 512] x [512, 512]
 chains, the [B, 512] x [512, B] logit product, a [B, B] x [B, 512] product), measured
 before and after every variant, so numbers from a noisy shared machine compare as
-ratios. Target (issue 18): each step >= 0.8 of the peak. Beside it, ``gemms_alone``:
+ratios. Target (issue 18): each step >= 0.8 of the peak. Like ``run.py`` it first calls
+``host_memory.keep_freed_memory()`` (``PLATONIC_JAX_KEEP_FREED_MEMORY=0`` measures
+glibc's default trimming instead). Beside it, ``gemms_alone``:
 the same share for the step's own matmuls run one by one at their best (each shape's
 fastest of ``--steps`` runs), the ceiling the step could reach if everything else —
 softmaxes, normalisation, the optimizer — were free.
@@ -34,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from platonic_jax import adapters, losses, losses_structure, sharding, train
+from platonic_jax import adapters, host_memory, losses, losses_structure, sharding, train
 from platonic_jax.benchmarks import common
 
 DX, DY, DE = 512, 768, 512
@@ -198,8 +200,11 @@ def main(argv=None):
   bad = [b for b in args.batch_sizes if b % ndev]
   if bad:
     p.error(f"argument --batch_sizes: {bad} not divisible by the {ndev} devices")
+  # As run.py does: freed XLA:CPU buffers stay in the process (platonic_jax/host_memory.py).
+  kept = host_memory.keep_freed_memory()
   common.print_header(f"d_x={DX} d_y={DY} d_e={DE}  target: step >= {TARGET:.0%} of the "
-                      "fp32 matmul rate")
+                      f"fp32 matmul rate  freed host memory kept: {'yes' if kept else 'no'}"
+                      f" ({host_memory.ENV}=0 turns it off)")
   results = []
   for b in args.batch_sizes:
     for v in args.variants:
