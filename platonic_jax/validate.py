@@ -169,13 +169,7 @@ def _evaluation(config) -> list[str]:
   from platonic_jax.evaluation import baselines  # noqa: PLC0415 - numpy only
   from platonic_jax.metrics import registry  # noqa: PLC0415 - jax, no backend start
   ev, out = config.eval, []
-  unknown = [m for m in ev.metrics if m not in registry.REGISTRY]
-  if unknown or not ev.metrics:
-    out.append(f"eval.metrics={tuple(ev.metrics)!r}: unknown {unknown or '(empty)'}; allowed "
-               f"(any of) {tuple(registry.REGISTRY)}")
-  low = 2 if "cknna" in ev.metrics else 1
-  if ev.k < low:
-    out.append(f"eval.k={ev.k}: must be >= {low}" + (" (cknna needs 2)" if low == 2 else ""))
+  out += registry.selection_problems("eval", ev.metrics, ev.k)
   for name in ("ks", "retrieval_ks"):
     bad = [k for k in ev[name] if int(k) < 1]
     if bad:

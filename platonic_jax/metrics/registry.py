@@ -116,3 +116,19 @@ def get(name: str) -> Metric:
   except KeyError:
     raise errors.InputError(f"unknown metric {name!r}; choose one of {sorted(REGISTRY)}"
                             ) from None
+
+
+def selection_problems(section: str, metrics, k: int) -> list[str]:
+  """The config checks of a metric selection, shared by the experiment's ``eval`` and the
+  sweep's ``scores``: every name known (and at least one), and ``k`` >= 1 (>= 2 when
+  cknna, whose centring needs two neighbours, is selected). One line per problem,
+  named ``{section}.metrics`` / ``{section}.k``."""
+  out = []
+  unknown = [m for m in metrics if m not in REGISTRY]
+  if unknown or not metrics:
+    out.append(f"{section}.metrics={tuple(metrics)!r}: unknown {unknown or '(empty)'}; "
+               f"allowed (any of) {tuple(REGISTRY)}")
+  low = 2 if "cknna" in metrics else 1
+  if k < low:
+    out.append(f"{section}.k={k}: must be >= {low}" + (" (cknna needs 2)" if low == 2 else ""))
+  return out

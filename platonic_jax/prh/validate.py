@@ -86,13 +86,7 @@ def problems(config) -> list[str]:
   if f.model_parallel < 0:
     out.append(f"features.model_parallel={f.model_parallel}: must be >= 0 (0 = automatic)")
   _source(config, language, vision, out)
-  unknown = [m for m in s.metrics if m not in registry.REGISTRY]
-  if unknown or not s.metrics:
-    out.append(f"scores.metrics={tuple(s.metrics)!r}: unknown {unknown or '(empty)'}; "
-               f"allowed (any of) {tuple(registry.REGISTRY)}")
-  low = 2 if "cknna" in s.metrics else 1
-  if s.k < low:
-    out.append(f"scores.k={s.k}: must be >= {low}" + (" (cknna needs 2)" if low == 2 else ""))
+  out += registry.selection_problems("scores", s.metrics, s.k)
   if d.num_samples < 4 or d.num_samples <= s.k:
     out.append(f"data.num_samples={d.num_samples}: must be >= 4 and > scores.k={s.k}")
   if not 0 < s.q <= 1:
