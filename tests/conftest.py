@@ -1,4 +1,4 @@
-"""Test-wide setup: 8 fake CPU devices and no network.
+"""Test-wide setup: 8 fake CPU devices, no network, no CPU-variant probes.
 
 Both must be set before jax / huggingface_hub are imported anywhere, which is why they
 live at the top of conftest (pytest imports it first).
@@ -11,6 +11,10 @@ os.environ["XLA_FLAGS"] = (
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The suite loads hundreds of tiny models: probing each one's CPU variants
+# (encoders/cpu_tuning.py) would add minutes and write the user's cache. The defaults
+# run everywhere here; tests/test_cpu_tuning.py tests the probe itself.
+os.environ["PLATONIC_JAX_CPU_TUNING"] = "defaults"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -69,17 +69,47 @@ def test_config_validator_names_the_allowed_dtypes():
     validate.check(c)
 
 
-def test_load_says_when_auto_keeps_float32_on_an_amx_cpu(monkeypatch, caplog):
-  """On an AMX CPU "auto" stays float32 and says so once (the option to try bf16)."""
+def _load_dtype_log(caplog):
+  """What ``load(dtype="auto")`` logs about the dtype (the load stops right after it)."""
   from platonic_jax.encoders import core
-  monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda: True)
+  caplog.clear()
+  with caplog.at_level("INFO"), pytest.raises(ValueError, match="stop after the dtype"):
+    core.load("unused", dtype="auto")
+  return caplog.text
+
+
+def test_auto_on_an_amx_cpu_follows_its_bf16_measurement(monkeypatch, caplog, tmp_path):
+  """AMX + probing + bf16 dots measured >= BF16_MIN_SPEEDUP x fp32: "auto" is bf16,
+  and load says why; slower bf16, probing off (the suite's default) or no AMX: fp32."""
+  from platonic_jax.encoders import core, cpu_tuning
   monkeypatch.setattr(core, "resolve", lambda name: (_ for _ in ()).throw(
       ValueError("stop after the dtype")))
-  with caplog.at_level("INFO"), pytest.raises(ValueError, match="stop after the dtype"):
-    core.load("unused", dtype="auto")
-  assert "keeps float32 on this AMX CPU" in caplog.text
-  caplog.clear()
+  monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda: True)
+  monkeypatch.setattr(cpu_tuning, "bf16_speedup", lambda: 4.8)
+  cpu = [FakeDevice("cpu")]
+  # conftest: PLATONIC_JAX_CPU_TUNING=defaults -> CPUs stay float32
+  assert auto_dtype.resolve("auto", cpu) == "float32"
+  assert "is float32 on this AMX CPU" in _load_dtype_log(caplog)
+  monkeypatch.setenv(cpu_tuning.ENV_MODE, "probe")
+  monkeypatch.setenv(cpu_tuning.ENV_CACHE_DIR, str(tmp_path))
+  assert auto_dtype.resolve("auto", cpu) == "bfloat16"
+  assert "is bfloat16 on this AMX CPU (bf16 dots measured faster" in _load_dtype_log(caplog)
+  assert auto_dtype.resolve("float32", cpu) == "float32"   # forced names stay
+  monkeypatch.setattr(cpu_tuning, "bf16_speedup", lambda: auto_dtype.BF16_MIN_SPEEDUP - 0.1)
+  assert auto_dtype.resolve("auto", cpu) == "float32"
   monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda: False)
-  with caplog.at_level("INFO"), pytest.raises(ValueError, match="stop after the dtype"):
-    core.load("unused", dtype="auto")
-  assert "AMX" not in caplog.text
+  monkeypatch.setattr(cpu_tuning, "bf16_speedup", lambda: 9.0)
+  assert auto_dtype.resolve("auto", cpu) == "float32"
+  assert "AMX" not in _load_dtype_log(caplog)
+
+
+def test_the_bf16_measurement_is_real_and_cached_per_machine(monkeypatch, tmp_path):
+  from platonic_jax.encoders import cpu_tuning
+  monkeypatch.setenv(cpu_tuning.ENV_CACHE_DIR, str(tmp_path))
+  fp32, bf16 = cpu_tuning.measure_bf16_speedup(runs=2)
+  assert 0 < fp32 < 10 and 0 < bf16 < 10
+  first = cpu_tuning.bf16_speedup()
+  assert first > 0
+  monkeypatch.setattr(cpu_tuning, "measure_bf16_speedup",
+                      lambda runs=5: pytest.fail("measured again instead of the cache"))
+  assert cpu_tuning.bf16_speedup() == first

@@ -1,7 +1,7 @@
 """What every benchmark shares: the machine it ran on, and option errors as one line.
 
-- ``machine()`` / ``header()``: the CPU model and its instruction-set extensions (from
-  ``/proc/cpuinfo``; ``platform`` elsewhere), core count, and JAX's backend, device kind
+- ``machine()`` / ``header()``: the CPU model and its instruction-set extensions
+  (``platonic_jax.host_cpu``: ``/proc/cpuinfo``, ``platform`` elsewhere), core count, and JAX's backend, device kind
   and count, printed at the top of every benchmark. Numbers from an AMD EPYC without AMX
   and an Intel Xeon with it, or from a CPU and a GPU, are different measurements and
   must never be compared as one: the header says which machine a table is from.
@@ -19,32 +19,7 @@ import os
 import platform
 import sys
 
-# The extensions that decide which kernels a CPU runs (XLA:CPU's and oneDNN's): AVX2 /
-# FMA, the AVX-512 family, its bf16 / VNNI dot products, and Intel's AMX tiles.
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-             "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
-
-
-def cpu_info(path: str = "/proc/cpuinfo") -> dict:
-  """{"model": str, "isa": [flags of ISA_FLAGS present]} of this machine's CPU.
-
-  Linux: the first processor's "model name" and "flags" (x86) or "Features" (arm64) of
-  ``path``; elsewhere (or unreadable) ``platform.processor()`` / ``platform.machine()``
-  and an empty ISA list."""
-  model, flags = "", set()
-  try:
-    with open(path) as f:
-      for line in f:
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and not model:
-          model = value.strip()
-        elif key in ("flags", "features") and not flags:
-          flags = set(value.split())
-  except OSError:
-    pass
-  model = model or platform.processor() or platform.machine() or "unknown CPU"
-  return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
+from platonic_jax.host_cpu import ISA_FLAGS, cpu_info, usable_cores  # noqa: F401 - re-exported
 
 
 def machine() -> dict:
@@ -54,7 +29,7 @@ def machine() -> dict:
   import jax
   cpu = cpu_info()
   devices = jax.devices()
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cores = usable_cores()
   return {"cpu_model": cpu["model"], "cpu_isa": cpu["isa"], "cpu_cores": cores,
           "python": platform.python_version(), "jax": jax.__version__,
           "backend": jax.default_backend(), "device_kind": devices[0].device_kind,

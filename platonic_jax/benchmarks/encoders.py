@@ -227,7 +227,11 @@ def _bench_model(name, args, dtypes, rows, roofline):
     variants["bf16"] += [("autocast unfused attn", dict(autocast=True, fused_attn=False))]
   for dt in dtypes:
     calls = {f"torch {label}": torch_ref(**kw) for label, kw in variants[dt]}
-    enc = core.Encoder(name, config, arch, params, jnp.float32 if dt == "fp32" else jnp.bfloat16)
+    # The image spec gives the Encoder (its shape checks, its CPU-variant probe) the
+    # benchmark's input size rather than the config's (DINOv2's 518).
+    spec = _FixedSize(args.image) if arch.MODALITY == "image" else None
+    enc = core.Encoder(name, config, arch, params, jnp.float32 if dt == "fp32" else jnp.bfloat16,
+                       image_spec=spec)
     fn = enc._fn("", (enc.num_layers - 1,))
     dev_inputs = [jax.device_put(np.asarray(a), core.sharding.batch_sharding(enc.mesh))
                   for a in jax_inputs]
@@ -249,8 +253,26 @@ def _bench_model(name, args, dtypes, rows, roofline):
         rows.append((name, dt, k, r, unit, None, None))
     rows.append((name, dt, "platonic_jax", rates["platonic_jax"], unit,
                  rates["platonic_jax"] / rates[best],
-                 f"vs {best}; rel.err vs torch fp32 {err:.1e}; compile {compile_s:.0f}s"))
+                 f"vs {best}; rel.err vs torch fp32 {err:.1e}; compile {compile_s:.0f}s"
+                 + _cpu_note(enc.cpu_choice)))
     print(format_row(rows[-1]), flush=True)
+
+
+class _FixedSize:
+  """An image spec that only states the input size (the benchmark feeds pixels)."""
+
+  def __init__(self, side: int):
+    self.side = side
+
+  def output_size(self) -> tuple[int, int]:
+    return (self.side, self.side)
+
+
+def _cpu_note(choice) -> str:
+  """Which CPU-only knobs ran (encoders/cpu_tuning.py), for the row's note."""
+  if choice is None:
+    return ""
+  return f"; CPU variant {choice.label()} ({choice.source})"
 
 
 # The matmul shapes of the roofline peak: the dense layers of DINOv2-B ([16 x 257, 768] x

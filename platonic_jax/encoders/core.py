@@ -33,7 +33,7 @@ from platonic_jax import prefetch, sharding
 from platonic_jax.encoders import attention as attention_lib
 from platonic_jax.encoders import auto_dtype
 from platonic_jax.encoders import convert as convert_lib
-from platonic_jax.encoders import common, lm_scores, partition, preprocess, registry
+from platonic_jax.encoders import common, cpu_tuning, lm_scores, partition, preprocess, registry
 
 log = logging.getLogger(__name__)
 
@@ -155,19 +155,28 @@ class Encoder:
     if self.scores:
       outs = outs[0]
     convert_lib.check_params(params, expected["params"], f"{name} parameters")
-    if sharding.on_cpu(self.mesh) and hasattr(arch, "cpu_variant"):
-      self.module, params = arch.cpu_variant(self.module, params)
-    # One parameter at a time, each device reading only its slice (lazy checkpoint views);
-    # kernels in the compute dtype, every other leaf float32 (registry contract).
     self.rules = tuple(getattr(arch, "PARTITION_RULES", ()))
-    self.params = partition.place(
-        params, self.mesh, self.rules,
-        dtype_of=lambda path, x: self.dtype if path.endswith("kernel") else jnp.float32)
-    del params
     self.dims = tuple(int(o.shape[-1]) for o in outs)
     self.num_layers = len(self.dims)
     self.dim = self.dims[-1]
     self._fns: dict = {}
+    # CPU meshes: which of the architecture's CPU-only choices (cpu_variant,
+    # CPU_MICRO_BATCH, CPU_COMPILER_OPTIONS) run, measured on this CPU model once and
+    # cached (cpu_tuning.py); None elsewhere.
+    self.cpu_choice = None
+    if sharding.on_cpu(self.mesh):
+      self.cpu_choice = cpu_tuning.choose(self, params)
+      if self.cpu_choice.variant and hasattr(arch, "cpu_variant"):
+        self.module, params = arch.cpu_variant(self.module, params)
+    self.params = self._place(params)
+    del params
+
+  def _place(self, params):
+    """One parameter at a time, each device reading only its slice (lazy checkpoint
+    views); kernels in the compute dtype, every other leaf float32 (registry contract)."""
+    return partition.place(
+        params, self.mesh, self.rules,
+        dtype_of=lambda path, x: self.dtype if path.endswith("kernel") else jnp.float32)
 
   def __repr__(self):
     return (f"Encoder({self.name!r}, modality={self.modality}, dims={self.dims}, "
@@ -219,46 +228,52 @@ class Encoder:
     ``scores`` the pair (that tuple, [B] next-token nats)."""
     key = (pool, layers, scores)
     if key not in self._fns:
-      on_cpu = sharding.on_cpu(self.mesh)
-      module = self.module
-      n_in = 1 if self.modality == "image" else 2
-      micro_target = getattr(self.arch, "CPU_MICRO_BATCH", 0) if on_cpu else 0
-
-      def forward(params, inputs):
-        if scores:
-          feats, nats = module.apply({"params": params}, *inputs, pool=pool, scores=True)
-          return tuple(feats[i] for i in layers), nats
-        feats = module.apply({"params": params}, *inputs, pool=pool)
-        return tuple(feats[i] for i in layers)
-
-      def per_device(params, *inputs):
-        b = inputs[0].shape[0]
-        micro = micro_batch(b, micro_target)
-        if not micro:
-          return forward(params, inputs)
-        # Micro-batches one after another (lax.map): each one's activations stay in
-        # the CPU caches (registry: CPU_MICRO_BATCH). Samples are independent, so the
-        # features are those of the whole batch.
-        return common.map_chunks(lambda *xs: forward(params, xs), inputs, micro)
-
-      spec = P(sharding.DATA)
-      out_specs = tuple(spec for _ in layers)
-      out_specs = (out_specs, spec) if scores else out_specs
-      options = getattr(self.arch, "CPU_COMPILER_OPTIONS", None) if on_cpu else None
-      if partition.model_parallel_size(self.mesh) > 1:
-        # Sharded parameters: one GSPMD program; XLA inserts the collectives the
-        # partition rules imply (all-reduce after row-parallel matmuls, ...).
-        batch = sharding.batch_sharding(self.mesh)
-        self._fns[key] = jax.jit(
-            lambda params, *inputs: forward(params, inputs),
-            in_shardings=(partition.shardings(self.params, self.mesh, self.rules),)
-            + (batch,) * n_in,
-            out_shardings=jax.tree.map(lambda _: batch, out_specs), compiler_options=options)
-      else:
-        self._fns[key] = jax.jit(jax.shard_map(
-            per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
-            out_specs=out_specs), compiler_options=options)
+      self._fns[key] = self._compile(self.module, self.cpu_choice, pool, layers, scores)
     return self._fns[key]
+
+  def _compile(self, module, cpu_choice, pool: str, layers: tuple[int, ...],
+               scores: bool = False):
+    """``_fn``'s step for ``module`` run with ``cpu_choice``'s micro-batches and compiler
+    options (None: not a CPU mesh); also what ``cpu_tuning`` times its candidates with."""
+    n_in = 1 if self.modality == "image" else 2
+    micro_target = options = None
+    if cpu_choice is not None:
+      micro_target = getattr(self.arch, "CPU_MICRO_BATCH", 0) if cpu_choice.micro_batch else 0
+      options = (getattr(self.arch, "CPU_COMPILER_OPTIONS", None)
+                 if cpu_choice.compiler_options else None)
+
+    def forward(params, inputs):
+      if scores:
+        feats, nats = module.apply({"params": params}, *inputs, pool=pool, scores=True)
+        return tuple(feats[i] for i in layers), nats
+      feats = module.apply({"params": params}, *inputs, pool=pool)
+      return tuple(feats[i] for i in layers)
+
+    def per_device(params, *inputs):
+      b = inputs[0].shape[0]
+      micro = micro_batch(b, micro_target or 0)
+      if not micro:
+        return forward(params, inputs)
+      # Micro-batches one after another (lax.map): each one's activations stay in
+      # the CPU caches (registry: CPU_MICRO_BATCH). Samples are independent, so the
+      # features are those of the whole batch.
+      return common.map_chunks(lambda *xs: forward(params, xs), inputs, micro)
+
+    spec = P(sharding.DATA)
+    out_specs = tuple(spec for _ in layers)
+    out_specs = (out_specs, spec) if scores else out_specs
+    if partition.model_parallel_size(self.mesh) > 1:
+      # Sharded parameters: one GSPMD program; XLA inserts the collectives the
+      # partition rules imply (all-reduce after row-parallel matmuls, ...).
+      batch = sharding.batch_sharding(self.mesh)
+      return jax.jit(
+          lambda params, *inputs: forward(params, inputs),
+          in_shardings=(partition.shardings(self.params, self.mesh, self.rules),)
+          + (batch,) * n_in,
+          out_shardings=jax.tree.map(lambda _: batch, out_specs), compiler_options=options)
+    return jax.jit(jax.shard_map(
+        per_device, mesh=self.mesh, in_specs=(P(),) + (spec,) * n_in,
+        out_specs=out_specs), compiler_options=options)
 
   def _to_mesh(self, x: np.ndarray) -> jax.Array:
     """A host batch onto the mesh, rows split over ``data``. On a mesh spanning
@@ -473,11 +488,14 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
   if devices is None:
     devices = jax.local_devices() if model_parallel == 1 else jax.devices()
   if isinstance(dtype, str):
-    if dtype == "auto" and all(d.platform == "cpu" for d in devices) and auto_dtype.cpu_has_amx():
-      log.info("dtype='auto' keeps float32 on this AMX CPU (bf16 not measured on one; "
-               "dtype='bfloat16' opts in, features within %.0e of fp32)",
+    auto = dtype == "auto"
+    dtype = auto_dtype.resolve(dtype, devices)   # "auto": bf16 on GPUs / TPUs / AMX CPUs
+    if auto and all(d.platform == "cpu" for d in devices) and auto_dtype.cpu_has_amx():
+      log.info("dtype='auto' is %s on this AMX CPU (%s; features within %.0e of fp32 in "
+               "bf16; dtype='float32' / 'bfloat16' forces either)", dtype,
+               "bf16 dots measured faster" if dtype == "bfloat16" else
+               "PLATONIC_JAX_CPU_TUNING=defaults, or bf16 dots not faster here",
                auto_dtype.BF16_ERROR_BOUND)
-    dtype = auto_dtype.resolve(dtype, devices)   # "auto": bf16 on GPUs / TPUs, fp32 on CPUs
     if dtype not in _DTYPES:
       raise ValueError(f"dtype {dtype!r} not supported; use 'auto', 'float32' or 'bfloat16'")
     dtype = _DTYPES[dtype]

@@ -356,12 +356,13 @@ def cpu_variant(module: VisionTransformer, params: dict) -> tuple[VisionTransfor
 def select_attention(module: VisionTransformer, platform: str,
                      requested: str = "auto") -> VisionTransformer:
   """The module with the attention for ``platform`` (registry contract;
-  ``attention.choose``): the einsum form in CPU groups on CPUs (tuned there),
-  cuDNN's flash kernel for bf16 on GPUs, XLA's fused op elsewhere."""
+  ``attention.choose``): the einsum form on CPUs (its groups of samples side by side
+  are ``cpu_variant``'s, chosen per CPU by encoders/cpu_tuning.py), cuDNN's flash
+  kernel for bf16 on GPUs, XLA's fused op elsewhere."""
   impl = attention_lib.resolve(requested, platform, module.dtype,
                                head_dim=module.spec.head_dim, what=module.spec.name)
-  group = (module.attention_group or CPU_ATTENTION_GROUP) if impl == "einsum" else 0
-  return module.clone(attention_impl=impl, attention_group=group)
+  return module.clone(attention_impl=impl,
+                      attention_group=module.attention_group if impl == "einsum" else 0)
 
 
 def patch_kernel(weight, spec: ViTSpec):
