@@ -468,7 +468,8 @@ def load(name_or_dir: str, dtype: Any = "float32", *, max_length: int = 77,
       model.safetensors (or pytorch_model.bin with torch) and preprocessor_config.json
       (images; timm checkpoints carry theirs in config.json) / tokenizer files (text).
     dtype: "float32", "bfloat16" (bf16 matmul operands, float32 accumulation and output)
-      or "auto": bfloat16 when ``devices`` are GPUs / TPUs, float32 on CPUs
+      or "auto": bfloat16 when ``devices`` are GPUs / TPUs (or an AMX CPU whose bf16
+      dots measure faster), float32 on other CPUs
       (``auto_dtype.py``: why, and the bf16 error bound).
     max_length: text only: tokens per caption (longer ones truncated, counted).
     devices: devices of the mesh (default: this host's ``jax.local_devices()`` when

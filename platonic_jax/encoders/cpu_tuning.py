@@ -48,7 +48,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -157,15 +156,12 @@ def write_entry(key: str, entry: dict) -> None:
   """``entry`` under ``key``, written atomically (a temporary file renamed over the old
   one), so concurrent loads never read half a file. A cache that cannot be written
   (read-only home) costs a warning and a probe next time, not the load."""
+  from platonic_jax import workdir  # noqa: PLC0415 - the project's atomic writer
   path = cache_path()
   try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     data = read_cache()
     data[key] = entry
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".cpu_tuning.")
-    with os.fdopen(fd, "w") as f:
-      json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    workdir.atomic_write_json(path, dict(sorted(data.items())))   # umask's mode: shareable
   except OSError as e:
     log.warning("CPU tuning: cannot write %s (%s); set %s to a writable directory to keep "
                 "the probe's result", path, e, ENV_CACHE_DIR)
