@@ -33,7 +33,8 @@ chosen, from where, and the times.
                          probed; the probe itself is tested in tests/test_cpu_tuning.py).
 Models above ``PROBE_MAX_PARAMS`` parameters keep the defaults without a probe (one
 forward of ViT-g on 2 cores takes tens of seconds; the probe would take minutes), and so
-do model-parallel meshes (their GSPMD program takes no micro-batches).
+do model-parallel meshes (their GSPMD program takes no micro-batches) and meshes that
+span processes (each would choose by its own timings; one mesh runs one program).
 
 The same cache holds ``auto_dtype``'s AMX measurement (``bf16_speedup``): whether bf16
 dots with float32 accumulation beat float32 ones on this CPU.
@@ -241,6 +242,10 @@ def choose(enc: Any, params: Any) -> CpuChoice:
     return defaults(enc.arch, f"{ENV_MODE}=defaults")
   if partition.model_parallel_size(enc.mesh) > 1:
     return defaults(enc.arch, "model-parallel mesh")
+  if enc.mesh.is_multi_process:
+    # Each process would time its own candidates and might pick another program than
+    # its peers: one mesh must run one program.
+    return defaults(enc.arch, "mesh spans processes")
   n_params = _num_params(params)
   if n_params > PROBE_MAX_PARAMS:
     log.info("%s: CPU variant defaults, not probed (%.2gB parameters > %.2gB: the probe "
@@ -250,14 +255,15 @@ def choose(enc: Any, params: Any) -> CpuChoice:
   inputs = probe_inputs(enc, per_device)
   key = "|".join((machine_key(), enc.arch.__name__, _module_hash(enc.module),
                   str(np.dtype(enc.dtype)), "x".join(map(str, inputs[0].shape))))
-  has_variant = hasattr(enc.arch, "cpu_variant")
-  variant = enc.arch.cpu_variant(enc.module, params) if has_variant else (enc.module, params)
+  variant: list = []   # (module, params) of cpu_variant, made once when first timed
   placed: dict[int, Any] = {}   # id(converted params) -> on the mesh; a variant that keeps
   # the params (the ViT family's) shares one placed copy
 
   def time_one(c: CpuChoice) -> float:
     import jax  # noqa: PLC0415
-    module, p = variant if c.variant else (enc.module, params)
+    if c.variant and not variant:
+      variant.append(enc.arch.cpu_variant(enc.module, params))
+    module, p = variant[0] if c.variant else (enc.module, params)
     if id(p) not in placed:
       placed[id(p)] = enc._place(p)
     fn = enc._compile(module, c, "", (enc.num_layers - 1,))
@@ -274,6 +280,7 @@ def choose(enc: Any, params: Any) -> CpuChoice:
     return choose_by_probe(key, cands, time_one, enc.name)
   finally:
     placed.clear()   # the probe's copies of the parameters
+    variant.clear()
 
 
 # ----- bf16 on this CPU (auto_dtype) ---------------------------------------------------------
