@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from platonic_jax import host_cpu
+
 CHOICES = ("auto", "float32", "bfloat16")
 ALIASES = {"fp32": "float32", "bf16": "bfloat16"}
 BF16_ERROR_BOUND = 2e-2   # relative error of bf16 features vs fp32 PyTorch (tested)
@@ -77,5 +79,4 @@ def resolve(dtype: str, devices: Sequence | None = None) -> str:
 
 def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
   """Whether the CPU has AMX bf16 tiles (the ``amx_bf16`` flag; False where unknown)."""
-  from platonic_jax import host_cpu  # noqa: PLC0415 - only the AMX note needs it
   return "amx_bf16" in host_cpu.cpu_info(cpuinfo)["isa"]

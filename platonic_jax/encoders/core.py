@@ -236,7 +236,7 @@ class Encoder:
     """``_fn``'s step for ``module`` run with ``cpu_choice``'s micro-batches and compiler
     options (None: not a CPU mesh); also what ``cpu_tuning`` times its candidates with."""
     n_in = 1 if self.modality == "image" else 2
-    micro_target = options = None
+    micro_target, options = 0, None
     if cpu_choice is not None:
       micro_target = getattr(self.arch, "CPU_MICRO_BATCH", 0) if cpu_choice.micro_batch else 0
       options = (getattr(self.arch, "CPU_COMPILER_OPTIONS", None)
@@ -251,7 +251,7 @@ class Encoder:
 
     def per_device(params, *inputs):
       b = inputs[0].shape[0]
-      micro = micro_batch(b, micro_target or 0)
+      micro = micro_batch(b, micro_target)
       if not micro:
         return forward(params, inputs)
       # Micro-batches one after another (lax.map): each one's activations stay in

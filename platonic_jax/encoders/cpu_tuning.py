@@ -211,6 +211,19 @@ def choose_by_probe(key: str, cands: list[CpuChoice],
   return dataclasses.replace(best, source="probe", times_ms=tuple(sorted(times_ms.items())))
 
 
+def _fastest(call: Callable[[], Any], runs: int) -> float:
+  """Seconds of the fastest of ``runs`` calls of ``call`` (a jitted step; blocked on),
+  after one warm-up call that also compiles it."""
+  import jax  # noqa: PLC0415
+  jax.block_until_ready(call())
+  best = math.inf
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    jax.block_until_ready(call())
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
 def _num_params(params: Any) -> int:
   import jax  # noqa: PLC0415
   return sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params))
@@ -260,7 +273,6 @@ def choose(enc: Any, params: Any) -> CpuChoice:
   # the params (the ViT family's) shares one placed copy
 
   def time_one(c: CpuChoice) -> float:
-    import jax  # noqa: PLC0415
     if c.variant and not variant:
       variant.append(enc.arch.cpu_variant(enc.module, params))
     module, p = variant[0] if c.variant else (enc.module, params)
@@ -268,13 +280,7 @@ def choose(enc: Any, params: Any) -> CpuChoice:
       placed[id(p)] = enc._place(p)
     fn = enc._compile(module, c, "", (enc.num_layers - 1,))
     on_mesh = [enc._to_mesh(x) for x in inputs]
-    jax.block_until_ready(fn(placed[id(p)], *on_mesh))   # compile + warm up
-    best = math.inf
-    for _ in range(_RUNS):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(placed[id(p)], *on_mesh))
-      best = min(best, time.perf_counter() - t0)
-    return best
+    return _fastest(lambda: fn(placed[id(p)], *on_mesh), _RUNS)
 
   try:
     return choose_by_probe(key, cands, time_one, enc.name)
@@ -304,13 +310,7 @@ def measure_bf16_speedup(runs: int = 5) -> tuple[float, float]:
     xd, wd = x.astype(dtype), w.astype(dtype)
     dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32,
                                        precision=jax.lax.Precision.HIGHEST))
-    jax.block_until_ready(dot(xd, wd))
-    best = math.inf
-    for _ in range(runs):
-      t0 = time.perf_counter()
-      jax.block_until_ready(dot(xd, wd))
-      best = min(best, time.perf_counter() - t0)
-    out.append(best)
+    out.append(_fastest(lambda: dot(xd, wd), runs))
   return out[0], out[1]
 
 
