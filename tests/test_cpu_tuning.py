@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import hf_fixtures
 from platonic_jax import encoders
-from platonic_jax.encoders import cpu_tuning, dinov2, gpt2, resnet
+from platonic_jax.encoders import auto_dtype, cpu_tuning, dinov2, gpt2, resnet
 
 
 @pytest.fixture
@@ -21,24 +23,46 @@ def probing(monkeypatch, tmp_path):
   return tmp_path / "cache" / "cpu_tuning.json"
 
 
-def test_candidates_are_the_knobs_each_architecture_has():
-  res = cpu_tuning.candidates(resnet)   # Winograd and YNNPACK fusions; no micro-batches
-  assert len(res) == 4 and res[0] == cpu_tuning.defaults(resnet)
+def _resnet(dtype):
+  return resnet.ResNet(8, (8,), (1,), False, False, False, "relu", dtype)
+
+
+def test_candidates_are_the_knobs_each_architecture_has(monkeypatch):
+  monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda *a: False)
+  res = cpu_tuning.candidates(resnet, _resnet(jnp.float32))   # Winograd, micro, YNNPACK
+  assert len(res) == 8 and res[0] == cpu_tuning.defaults(resnet, _resnet(jnp.float32))
   assert res[0].knobs() == (True, False, True) and res[-1].knobs() == (False, False, False)
-  vit = cpu_tuning.candidates(dinov2)   # grouped attention, micro-batches; no options
+  assert len({c.knobs() for c in res}) == 8
+  # bf16 on an AMX CPU: the convolutions as dots, in micro-batches, without YNNPACK
+  monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda *a: True)
+  assert cpu_tuning.candidates(resnet, _resnet(jnp.bfloat16))[0].knobs() == (True, True, False)
+  assert cpu_tuning.candidates(resnet, _resnet(jnp.float32))[0].knobs() == (True, False, True)
+  vit = cpu_tuning.candidates(dinov2, None)   # grouped attention, micro-batches; no options
   assert [c.knobs() for c in vit] == [(True, True, False), (True, False, False),
                                       (False, True, False), (False, False, False)]
-  assert [c.label() for c in cpu_tuning.candidates(gpt2)] == ["micro_batch", "none"]
+  assert [c.label() for c in cpu_tuning.candidates(gpt2, None)] == ["micro_batch", "none"]
+
+
+def test_resnet_cpu_variant_is_winograd_or_on_amx_in_bf16_the_conv_dots(monkeypatch):
+  params = _resnet(jnp.float32).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  for amx in (False, True):
+    monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda *a, amx=amx: amx)
+    fp32, _ = resnet.cpu_variant(_resnet(jnp.float32), params)
+    bf16, bf16_params = resnet.cpu_variant(_resnet(jnp.bfloat16), params)
+    assert fp32.winograd_min_channels == resnet.WINOGRAD_MIN_CHANNELS and not fp32.conv_as_dots
+    assert bf16.conv_as_dots == amx and (bf16.winograd_min_channels == 0) == amx
+    if amx:
+      assert bf16_params is params   # the dots read the HWIO kernels as they are
 
 
 def test_pick_keeps_the_defaults_unless_another_is_clearly_faster():
-  a, b, c = cpu_tuning.candidates(dinov2)[:3]
+  a, b, c = cpu_tuning.candidates(dinov2, None)[:3]
   assert cpu_tuning.pick({a: 1.0, b: 0.97, c: 0.99}) == a     # 3% is noise
   assert cpu_tuning.pick({a: 1.0, b: 0.90, c: 0.80}) == c
 
 
 def test_the_probe_times_every_candidate_once_and_the_cache_answers_after(probing, caplog):
-  cands = cpu_tuning.candidates(dinov2)
+  cands = cpu_tuning.candidates(dinov2, None)
   calls = []
 
   def time_one(c):
@@ -63,7 +87,7 @@ def test_the_probe_times_every_candidate_once_and_the_cache_answers_after(probin
 def test_a_broken_cache_is_reported_and_rewritten(probing, caplog):
   probing.parent.mkdir(parents=True)
   probing.write_text("{not json")
-  cands = cpu_tuning.candidates(gpt2)
+  cands = cpu_tuning.candidates(gpt2, None)
   with caplog.at_level(logging.WARNING, logger=cpu_tuning.__name__):
     got = cpu_tuning.choose_by_probe("k", cands, lambda c: 1.0, "tiny")
   assert got.source == "probe" and "unreadable" in caplog.text
@@ -76,7 +100,7 @@ def test_an_unwritable_cache_costs_a_warning_not_the_load(monkeypatch, tmp_path,
   monkeypatch.setenv(cpu_tuning.ENV_MODE, "probe")
   monkeypatch.setenv(cpu_tuning.ENV_CACHE_DIR, str(blocker / "sub"))  # under a file
   with caplog.at_level(logging.WARNING, logger=cpu_tuning.__name__):
-    got = cpu_tuning.choose_by_probe("k", cpu_tuning.candidates(gpt2), lambda c: 1.0, "x")
+    got = cpu_tuning.choose_by_probe("k", cpu_tuning.candidates(gpt2, None), lambda c: 1.0, "x")
   assert got.source == "probe" and "cannot write" in caplog.text
 
 
@@ -96,18 +120,18 @@ def test_a_real_probe_chooses_caches_and_applies_a_choice(build, probing, tmp_pa
   monkeypatch.setenv(cpu_tuning.ENV_MODE, "defaults")
   plain = encoders.load(directory)
   want = plain.encode(images, batch_size=8, layers="all")
-  assert plain.cpu_choice == cpu_tuning.defaults(plain.arch, plain.cpu_choice.reason)
+  assert plain.cpu_choice == cpu_tuning.defaults(plain.arch, plain.module, plain.cpu_choice.reason)
   monkeypatch.setenv(cpu_tuning.ENV_MODE, "probe")
 
   probed = encoders.load(directory)
   assert probed.cpu_choice.source == "probe"
   times = dict(probed.cpu_choice.times_ms)
-  assert set(times) == {c.label() for c in cpu_tuning.candidates(probed.arch)}
+  assert set(times) == {c.label() for c in cpu_tuning.candidates(probed.arch, probed.module)}
   assert all(np.isfinite(t) and t > 0 for t in times.values())
   assert encoders.load(directory).cpu_choice.source == "cache"
 
   # Force the choice with every knob off: the module and the step run without them.
-  none = cpu_tuning.candidates(probed.arch)[-1]
+  none = cpu_tuning.candidates(probed.arch, probed.module)[-1]
   monkeypatch.setattr(cpu_tuning, "pick", lambda times, margin=0: none)
   probing.unlink()
   bare = encoders.load(directory)

@@ -23,7 +23,8 @@ transformers = pytest.importorskip("transformers")
 import hf_fixtures as fx  # noqa: E402
 from platonic_jax import encoders  # noqa: E402
 from platonic_jax.encoders import convert as convert_lib  # noqa: E402
-from platonic_jax.encoders import dinov2, pos_embed, preprocess, registry, resnet, vit  # noqa: E402
+from platonic_jax.encoders import (auto_dtype, dinov2, pos_embed, preprocess, registry,  # noqa: E402
+                                   resnet, vit)
 
 FP32_TOL, BF16_TOL = 1e-4, 2e-2
 
@@ -111,8 +112,10 @@ def test_preprocess_accepts_paths_and_bytes(tmp_path, resnet_ckpt):
 
 @pytest.fixture(params=["direct", "winograd"])
 def conv_algorithm(request, monkeypatch):
-  """ResNet's 3x3 stride-1 convs as on a full-size CPU model: direct below
-  WINOGRAD_MIN_CHANNELS (all of the tiny model's), or every one as Winograd."""
+  """ResNet's 3x3 stride-1 convs as on a full-size CPU model without AMX: direct below
+  WINOGRAD_MIN_CHANNELS (all of the tiny model's), or every one as Winograd. (On an AMX
+  host bf16 would take the conv dots: test_resnet_parity_conv_dots.)"""
+  monkeypatch.setattr(auto_dtype, "cpu_has_amx", lambda *a: False)
   if request.param == "winograd":
     monkeypatch.setattr(resnet, "WINOGRAD_MIN_CHANNELS", 1)
   return request.param
@@ -145,12 +148,51 @@ def test_resnet_parity_bf16(resnet_ckpt, images, conv_algorithm):
     assert fx.rel_error(f, h.double().mean((2, 3)).numpy()) < BF16_TOL, l
 
 
-def _direct_conv3x3_float64(x, kernel):
-  """Zero-padded 3x3 stride-1 convolution, NHWC x HWIO, summed tap by tap in float64."""
-  b, h, w, _ = x.shape
-  xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return sum(np.einsum("bhwc,cd->bhwd", xp[:, dy:dy + h, dx:dx + w], kernel[dy, dx])
-             for dy in range(3) for dx in range(3))
+def test_resnet_parity_conv_dots(resnet_ckpt, images, monkeypatch):
+  """The CPU variant of bf16 on an AMX CPU -- every convolution as dots (conv_dots.py),
+  in micro-batches, without YNNPACK -- here forced for fp32 too (and for the tiny model's
+  few channels), so its whole network is checked against PyTorch at fp32's tolerance."""
+  from platonic_jax.encoders import conv_dots
+  monkeypatch.setattr(resnet, "_amx_bf16", lambda module: True)
+  monkeypatch.setattr(conv_dots, "MIN_CHANNELS", 1)
+  directory, model = resnet_ckpt
+  out = _torch_hidden(model, directory, images)
+  for dtype, tol in (("float32", FP32_TOL), ("bfloat16", BF16_TOL)):
+    enc = encoders.load(directory, dtype=dtype)
+    assert enc.module.conv_as_dots and enc.module.winograd_min_channels == 0
+    assert enc.cpu_choice.knobs() == (True, True, False)   # dots, micro-batches, no YNNPACK
+    feats = enc.encode(images, batch_size=8, layers="all")
+    for l, (f, h) in enumerate(zip(feats, out.hidden_states)):
+      assert fx.rel_error(f, h.double().mean((2, 3)).numpy()) < tol, (dtype, l)
+
+
+def _conv_float64(x, kernel, stride, padding):
+  """Zero-padded k x k convolution, NHWC x HWIO, summed tap by tap in float64."""
+  k = kernel.shape[0]
+  xp = np.pad(x.astype(np.float64), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  ho = (x.shape[1] + 2 * padding - k) // stride + 1
+  wo = (x.shape[2] + 2 * padding - k) // stride + 1
+  return sum(np.einsum("bhwc,cd->bhwd",
+                       xp[:, dy:dy + stride * (ho - 1) + 1:stride,
+                          dx:dx + stride * (wo - 1) + 1:stride], kernel[dy, dx])
+             for dy in range(k) for dx in range(k))
+
+
+@pytest.mark.parametrize("h,w,k,stride,c", [
+    (7, 7, 3, 1, 16), (6, 10, 3, 1, 16), (1, 1, 3, 1, 16), (5, 2, 3, 1, 16),  # 3x3 / 1
+    (6, 10, 3, 2, 16), (7, 9, 3, 2, 16),                                       # strided
+    (5, 3, 1, 1, 32), (5, 3, 1, 2, 32), (11, 9, 7, 2, 16), (9, 8, 5, 1, 16),   # 1x1, 7x7, 5x5
+    (8, 8, 3, 1, 3)])                                                          # < MIN_CHANNELS
+@pytest.mark.parametrize("dtype,tol", [("float32", 2e-6), ("bfloat16", 2e-2)])
+def test_conv_dots_match_float64_convolution(h, w, k, stride, c, dtype, tol):
+  from platonic_jax.encoders import conv_dots
+  rng = np.random.default_rng(h * 100 + w * 10 + k)
+  x = rng.standard_normal((2, h, w, c)).astype(np.float32)
+  kernel = rng.standard_normal((k, k, c, 5)).astype(np.float32)
+  y = conv_dots.conv(x, kernel, stride, k // 2, jax.numpy.dtype(dtype))
+  ref = _conv_float64(x, kernel, stride, k // 2)
+  assert y.shape == ref.shape and y.dtype == np.float32
+  assert fx.rel_error(np.asarray(y), ref) < tol
 
 
 @pytest.mark.parametrize("h,w", [(7, 7), (6, 10), (1, 1), (5, 2)])
@@ -161,7 +203,7 @@ def test_winograd_conv3x3_matches_float64_direct_convolution(h, w, dtype, tol):
   x = rng.standard_normal((2, h, w, 5)).astype(np.float32)
   kernel = rng.standard_normal((3, 3, 5, 4)).astype(np.float32)
   y = winograd.conv3x3(x, winograd.transform_filter(kernel), jax.numpy.dtype(dtype))
-  ref = _direct_conv3x3_float64(x, kernel)
+  ref = _conv_float64(x, kernel, 1, 1)
   assert y.shape == ref.shape and y.dtype == np.float32
   assert fx.rel_error(np.asarray(y), ref) < tol
   with pytest.raises(ValueError, match=r"needs a \[3, 3, C, D\] kernel"):

@@ -19,8 +19,9 @@ fp32 features -- while fp32 DINOv2-S ran at 0.91x PyTorch fp32 there (docs/encod
 So "auto" is bfloat16 on such a CPU too, when the CPU's own measurement agrees: the
 first time, ``cpu_tuning.bf16_speedup`` times a bf16 and an fp32 dot of a transformer
 layer's shape (about a second, cached per CPU model), and bf16 is taken when it is at
-least ``BF16_MIN_SPEEDUP`` times faster. Convolutions have no bf16 fast path in XLA:CPU:
-ResNet runs at its fp32 speed in bf16 there (within the same error bound);
+least ``BF16_MIN_SPEEDUP`` times faster. Convolutions have no bf16 fast path in XLA:CPU,
+so ResNet's run there as bf16 dots (``resnet.cpu_variant``, encoders/conv_dots.py:
+ResNet-18 1.3x PyTorch fp32 on that Xeon, within the same error bound);
 ``encoders.dtype="float32"`` keeps fp32 for any model. With
 ``PLATONIC_JAX_CPU_TUNING=defaults`` (the test suite's setting) CPUs stay float32.
 

@@ -3,18 +3,23 @@
 Three things in the encoder registry's contract run only on CPU meshes, each tuned on the
 project's 2-core AMD EPYC (AVX-512, no AMX):
 
-- ``cpu_variant`` -- ResNet's Winograd 3x3 convolutions, the ViT family's attention over
-  groups of samples side by side;
+- ``cpu_variant`` -- ResNet's Winograd 3x3 convolutions (in bf16 on a CPU with AMX: its
+  convolutions as bf16 dots, conv_dots.py), the ViT family's attention over groups of
+  samples side by side;
 - ``CPU_MICRO_BATCH`` -- each device's batch as a ``lax.map`` over micro-batches whose
   activations stay in the caches;
 - ``CPU_COMPILER_OPTIONS`` -- ResNet's YNNPACK convolution fusions.
+
+The defaults are every knob an architecture has, on, unless it says otherwise through
+``cpu_defaults(module)`` (ResNet: no micro-batches, except for its bf16 dots on AMX,
+which run in micro-batches and without YNNPACK).
 
 On another CPU the best set can differ (on an Intel Xeon with AMX one run measured
 DINOv2-S at 0.46x PyTorch fp32 with the EPYC's choices; issue 17). So the first time an
 architecture of a given shape is loaded on a CPU, ``choose`` compiles each combination
 of the knobs that architecture has (at most 2^3), times one forward of a small batch
 (the fastest of ``_RUNS`` calls after a warm-up, at the model's own input size), and
-keeps the fastest -- the EPYC defaults unless another is at least ``MARGIN`` faster,
+keeps the fastest -- the defaults unless another is at least ``MARGIN`` faster,
 so noise does not flip them. Every combination computes the same features (to ~1e-6,
 tests/test_encoders*.py), so the choice changes speed, never results.
 
@@ -109,16 +114,23 @@ def available(arch: Any) -> tuple[bool, bool, bool]:
           bool(getattr(arch, "CPU_COMPILER_OPTIONS", None)))
 
 
-def defaults(arch: Any, reason: str = "") -> CpuChoice:
-  """The EPYC-tuned choice: every knob ``arch`` has, on."""
-  return CpuChoice(*available(arch), reason=reason)
+def defaults(arch: Any, module: Any, reason: str = "") -> CpuChoice:
+  """The choice that runs unprobed and that the probe keeps unless another is clearly
+  faster: ``arch.cpu_defaults(module)`` where the architecture has it (ResNet: bf16 on an
+  AMX CPU wants other knobs than the EPYC's), else every knob ``arch`` has, on (the EPYC
+  tuning)."""
+  has = available(arch)
+  want = arch.cpu_defaults(module) if hasattr(arch, "cpu_defaults") else has
+  return CpuChoice(*(h and w for h, w in zip(has, want)), reason=reason)
 
 
-def candidates(arch: Any) -> list[CpuChoice]:
-  """Every combination of the knobs ``arch`` has, ``defaults(arch)`` first; a knob it
-  lacks stays off (it has nothing to turn on)."""
+def candidates(arch: Any, module: Any) -> list[CpuChoice]:
+  """Every combination of the knobs ``arch`` has, ``defaults(arch, module)`` first; a
+  knob it lacks stays off (it has nothing to turn on)."""
   axes = [(True, False) if h else (False,) for h in available(arch)]
-  return [CpuChoice(*combo) for combo in itertools.product(*axes)]
+  first = defaults(arch, module)
+  rest = [CpuChoice(*combo) for combo in itertools.product(*axes)]
+  return [first] + [c for c in rest if c.knobs() != first.knobs()]
 
 
 # ----- the cache ------------------------------------------------------------------------
@@ -248,22 +260,22 @@ def choose(enc: Any, params: Any) -> CpuChoice:
   """The CPU choice for the encoder ``enc`` being built (``Encoder.__init__``, before its
   parameters are placed) with its converted ``params``."""
   from platonic_jax.encoders import partition  # noqa: PLC0415 - avoids an import cycle
-  cands = candidates(enc.arch)
+  cands = candidates(enc.arch, enc.module)
   if len(cands) == 1:
     return dataclasses.replace(cands[0], reason="nothing to choose between")
   if mode() == "defaults":
-    return defaults(enc.arch, f"{ENV_MODE}=defaults")
+    return defaults(enc.arch, enc.module, f"{ENV_MODE}=defaults")
   if partition.model_parallel_size(enc.mesh) > 1:
-    return defaults(enc.arch, "model-parallel mesh")
+    return defaults(enc.arch, enc.module, "model-parallel mesh")
   if enc.mesh.is_multi_process:
     # Each process would time its own candidates and might pick another program than
     # its peers: one mesh must run one program.
-    return defaults(enc.arch, "mesh spans processes")
+    return defaults(enc.arch, enc.module, "mesh spans processes")
   n_params = _num_params(params)
   if n_params > PROBE_MAX_PARAMS:
     log.info("%s: CPU variant defaults, not probed (%.2gB parameters > %.2gB: the probe "
              "would take minutes)", enc.name, n_params / 1e9, PROBE_MAX_PARAMS / 1e9)
-    return defaults(enc.arch, "too large to probe quickly")
+    return defaults(enc.arch, enc.module, "too large to probe quickly")
   per_device = 2 * max(getattr(enc.arch, "CPU_MICRO_BATCH", 0), 4)
   inputs = probe_inputs(enc, per_device)
   key = "|".join((machine_key(), enc.arch.__name__, _module_hash(enc.module),

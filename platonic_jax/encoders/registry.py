@@ -30,14 +30,16 @@ Contract of an architecture module (one file per architecture, one entry here):
     def image_spec(directory, config) -> spec   # optional, image models: the preprocessing
         # (``apply(item, index)``, ``output_size()``; encoders/preprocess.py) when it is not
         # HF's preprocessor_config.json, e.g. timm's pretrained_cfg (timm_format.py).
-    PARTITION_RULES: tuple[tuple[str, tuple], ...]   # optional: parameter sharding over
-        # the mesh (encoders/partition.py): (regex fullmatched against the '/'-joined
-        # param path, one mesh axis name or None per array dim).
     def cpu_variant(module, params) -> (module, params)   # optional: when every device
         # of the mesh is a CPU, the module (and its params, converted once at load) that
         # runs there, for algorithms that only pay on XLA:CPU; same features to ~1e-6.
-        # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters,
-        # DINOv2's attention over groups of samples side by side.
+        # E.g. ResNet's Winograd 3x3 convolutions with pre-transformed filters (bf16 on
+        # an AMX CPU: its convolutions as bf16 dots), DINOv2's attention over groups of
+        # samples side by side. Which of these CPU knobs run is measured per CPU model
+        # (encoders/cpu_tuning.py).
+    def cpu_defaults(module) -> (bool, bool, bool)   # optional: which of cpu_variant,
+        # CPU_MICRO_BATCH, CPU_COMPILER_OPTIONS run unprobed and are the probe's
+        # baseline (default: every one the architecture has).
     def select_attention(module, platform, requested="auto") -> module   # optional:
         # the module with the attention kernel for the mesh's device platform ("cpu" /
         # "gpu" / "tpu"), or the one ``requested`` forces ("einsum" / "xla" / "cudnn";

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from platonic_jax.encoders import common, winograd
+from platonic_jax.encoders import auto_dtype, common, conv_dots, winograd
 from platonic_jax.encoders.convert import StateDict
 
 MODEL_TYPES = ("resnet",)
@@ -42,6 +42,14 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ",".join(
 # direct convolutions (their libraries choose algorithms themselves).
 WINOGRAD_MIN_CHANNELS = 256
 
+# XLA:CPU on a CPU with AMX tiles, bf16: every convolution but the RGB stem as bf16 dots
+# (encoders/conv_dots.py), which reach the tiles where bf16 convolutions do not, in
+# micro-batches of this size, without YNNPACK (its dot fusion runs bf16 dots without AMX).
+# ResNet-18 at batch 16 on the 2-core Xeon of docs/encoders.md: 51 -> 102 img/s (PyTorch
+# fp32: 59). fp32 gains nothing from micro-batches there (61 -> 53 img/s): the probe
+# (cpu_tuning.py) measures that knob, ``cpu_defaults`` leaves it off.
+CPU_MICRO_BATCH = 2
+
 _BN_EPS = 1e-5           # torch.nn.BatchNorm2d default; HF ResNet does not change it
 _REDUCTION = 4           # HF ResNetBottleNeckLayer(reduction=4); not a config field
 
@@ -54,6 +62,7 @@ class ConvBN(nn.Module):
   act: str | None = "relu"
   dtype: jnp.dtype = jnp.float32
   winograd_min_channels: int = 0   # 0: never (see cpu_variant)
+  conv_as_dots: bool = False       # as bf16 dots (conv_dots.py; see cpu_variant)
 
   @nn.compact
   def __call__(self, x):
@@ -64,7 +73,8 @@ class ConvBN(nn.Module):
       kernel = self.param("kernel", nn.initializers.zeros, (16, cin, self.features))
       return common.activation(self.act)(winograd.conv3x3(x, kernel, self.dtype) + bias)
     kernel = self.param("kernel", nn.initializers.zeros, (k, k, cin, self.features))
-    y = common.conv(x, kernel, self.stride, k // 2, self.dtype) + bias
+    conv = conv_dots.conv if self.conv_as_dots else common.conv
+    y = conv(x, kernel, self.stride, k // 2, self.dtype) + bias
     return common.activation(self.act)(y)
 
 
@@ -77,11 +87,13 @@ class Block(nn.Module):
   act: str
   dtype: jnp.dtype
   winograd_min_channels: int = 0
+  conv_as_dots: bool = False
 
   @nn.compact
   def __call__(self, x):
     conv_bn = functools.partial(ConvBN, dtype=self.dtype,
-                                winograd_min_channels=self.winograd_min_channels)
+                                winograd_min_channels=self.winograd_min_channels,
+                                conv_as_dots=self.conv_as_dots)
     residual = x
     if x.shape[-1] != self.features or self.stride != 1:
       residual = conv_bn(self.features, 1, self.stride, None, name="shortcut")(x)
@@ -124,11 +136,13 @@ class ResNet(nn.Module):
   act: str
   dtype: jnp.dtype = jnp.float32
   winograd_min_channels: int = 0   # 3x3 stride-1 convs with >= this many inputs: Winograd
+  conv_as_dots: bool = False       # every convolution but the stem as dots (conv_dots.py)
 
   @nn.compact
   def __call__(self, pixel_values, pool: str = ""):
     pool = pool or POOLS[0]
-    x = ConvBN(self.embedding_size, 7, 2, self.act, self.dtype, name="embedder")(pixel_values)
+    x = ConvBN(self.embedding_size, 7, 2, self.act, self.dtype,
+               conv_as_dots=self.conv_as_dots, name="embedder")(pixel_values)
     # torch MaxPool2d(3, 2, padding=1) pads with -inf, as reduce_window's init value does.
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     feats = [_pool(x, pool)]
@@ -136,19 +150,36 @@ class ResNet(nn.Module):
       for j in range(depth):
         x = Block(width, _stride(i, j, self.downsample_in_first_stage), self.bottleneck,
                   self.downsample_in_bottleneck, self.act, self.dtype,
-                  self.winograd_min_channels, name=f"stage{i}_block{j}")(x)
+                  self.winograd_min_channels, self.conv_as_dots, name=f"stage{i}_block{j}")(x)
       feats.append(_pool(x, pool))
     return tuple(feats)
 
 
+def _amx_bf16(module: ResNet) -> bool:
+  return jnp.dtype(module.dtype) == jnp.bfloat16 and auto_dtype.cpu_has_amx()
+
+
 def cpu_variant(module: ResNet, params: dict) -> tuple[ResNet, dict]:
-  """The module and params for a CPU mesh (registry contract): Winograd for the 3x3
-  stride-1 convolutions with >= WINOGRAD_MIN_CHANNELS inputs, their filters
-  transformed here once. Same features as ``module`` to ~1e-6 (tested)."""
+  """The module and params for a CPU mesh (registry contract). bf16 on a CPU with AMX:
+  every convolution but the stem as bf16 dots (conv_dots.py; the params as they are).
+  Otherwise: Winograd for the 3x3 stride-1 convolutions with >= WINOGRAD_MIN_CHANNELS
+  inputs, their filters transformed here once. Same features as ``module`` to ~1e-6 in
+  fp32 (tested), to bf16 rounding in bf16."""
+  if _amx_bf16(module):
+    return module.clone(conv_as_dots=True), params
   fast = module.clone(winograd_min_channels=WINOGRAD_MIN_CHANNELS)
   # Parameter shapes do not depend on the image size: a small dummy input will do.
   shapes = jax.eval_shape(fast.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   return fast, winograd.transform_params(params, shapes["params"])
+
+
+def cpu_defaults(module: ResNet) -> tuple[bool, bool, bool]:
+  """Which CPU knobs run unprobed and are the probe's baseline (registry contract:
+  cpu_variant, CPU_MICRO_BATCH, CPU_COMPILER_OPTIONS). bf16 on an AMX CPU: the dots in
+  micro-batches, no YNNPACK (measured on the Xeon); otherwise the EPYC's tuning:
+  Winograd and YNNPACK over the whole batch."""
+  amx = _amx_bf16(module)
+  return (True, amx, not amx)
 
 
 def _check_config(cfg) -> None:
