@@ -183,6 +183,27 @@ def test_structure_matches_float64_numpy(levels, tau):
   np.testing.assert_allclose(reg, want, rtol=2e-4)
 
 
+@pytest.mark.parametrize("tau,shifted", [(0.07, True), (0.05, True), (1e-3, False)])
+def test_walk_softmax_without_its_max_pass_equals_the_softmax(tau, shifted):
+  """_row_softmax shifts each row by a norm bound instead of its max; where the bound
+  sits too far above the row's own logit (tiny τ, unequal norms) it takes the exact max:
+  either way the float64 softmax, and never an underflowed 0 / 0."""
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(32, 6)) * rng.uniform(0.2, 3.0, size=(32, 1))
+  u = x / np.linalg.norm(x, axis=1, keepdims=True)
+  u = u - u.mean(0)
+  norms = np.linalg.norm(u, axis=1)
+  gap = norms * norms.max() / tau - norms ** 2 / tau
+  assert (gap.max() <= losses_structure.SHIFT_SLACK) == shifted   # the branch taken
+  xc = losses_structure._unit_centred(jnp.float32(x), None)
+  got = losses_structure._row_softmax(xc @ xc.T / tau, xc, tau, None)
+  assert np.isfinite(np.asarray(got)).all()
+  np.testing.assert_allclose(got, softmax(u @ u.T / tau, axis=1), rtol=2e-3, atol=1e-6)
+  if not shifted:   # here the bound alone would have underflowed whole fp32 rows (0 / 0)
+    top = ((u @ u.T / tau).max(1) - norms * norms.max() / tau).astype(np.float32)
+    assert (np.exp(top) == 0).any()
+
+
 def dataclasses_replace(p, **kw):
   import dataclasses  # noqa: PLC0415
   return dataclasses.replace(p, **kw)
