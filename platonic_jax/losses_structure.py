@@ -101,43 +101,39 @@ def _unit_centred(x: jax.Array, axis_name: str | None) -> jax.Array:
   return x - total / count
 
 
-# The shift of ``_row_softmax`` may sit at most this far (in logits) above a row's own
-# logit: then the row's largest term, exp(max - shift) >= exp(-SHIFT_SLACK), stays far from
-# fp32 underflow (~exp(-87)) and nothing overflows.
+# ``_row_softmax`` shifts by a bound instead of the row max where 1 / τ <= SHIFT_SLACK: the
+# row's largest term is then >= exp(-SHIFT_SLACK), far from fp32 underflow (~exp(-87)).
 SHIFT_SLACK = 60.0
 
 
 def _row_softmax(logits: jax.Array, xc: jax.Array, tau: float,
                  axis_name: str | None) -> jax.Array:
   """``jax.nn.softmax(logits, axis=1)`` for the Gram rows logits_ij = <x̃_i, x̃_j> / τ of
-  this device's rows xc [n, D] against the global batch, without the pass over [n, B]
-  that finds each row's max.
+  this device's unit, centred rows xc [n, D] (``_unit_centred``) against the global
+  batch, without the pass over [n, B] that finds each row's max where τ allows it.
 
   Why: softmax is invariant to a per-row shift, and the features bound it. By
   Cauchy-Schwarz every logit of row i is at most u_i = |x̃_i| · max_j |x̃_j| / τ, and the
-  row holds its own logit |x̃_i|² / τ, so its max lies in [|x̃_i|² / τ, u_i]. Shifting by
-  u_i then leaves the row's largest term >= exp(-SHIFT_SLACK) whenever
-  u_i - |x̃_i|² / τ <= SHIFT_SLACK, which for unit, centred rows (|x̃| <= 2) holds at
-  every τ >= 1 / SHIFT_SLACK (the gap is at most max|x̃|² / (4τ) <= 1 / τ); otherwise
-  the exact row max is taken (``lax.cond``). The benchmark on the 2-core Xeon
-  (docs/training.md): the STRUCTURE step 14% faster at B = 1024, 21% at B = 8192. The
-  max pass costs more than its share there because XLA:CPU fuses it into the similarity
-  product and adds a tree reduction for it.
+  row holds its own logit |x̃_i|² / τ, so its max lies in [|x̃_i|² / τ, u_i], an interval
+  of width |x̃_i| (max_j |x̃_j| - |x̃_i|) / τ <= max_j |x̃_j|² / (4τ) <= 1 / τ (unit rows
+  minus their mean have |x̃| <= 2). Shifting by u_i therefore leaves every row's largest
+  term >= exp(-1 / τ): safe for τ >= 1 / SHIFT_SLACK (decided when tracing, τ being a
+  config constant; a ``lax.cond`` on the batch's actual gap was tried first and dropped
+  after one XLA:CPU abort in CI that could not be ruled out as its cause). Smaller τ
+  takes the exact softmax. The benchmark on the 2-core Xeon (docs/training.md): the
+  STRUCTURE step 14% faster at B = 1024, 21% at B = 8192. The max pass costs more than
+  its share there because XLA:CPU fuses it into the similarity product and adds a tree
+  reduction for it.
   """
+  if tau < 1.0 / SHIFT_SLACK:
+    return jax.nn.softmax(logits, axis=1)
   # No gradient flows through the shift (the softmax does not depend on it). The global
   # max norm through an all-gather of the [n] norms: ``lax.pmax`` has no differentiation
   # rule, and in the jitted step it measured 20 ms slower than this.
   norms = jax.lax.stop_gradient(jnp.linalg.norm(xc, axis=1))   # [n]
-  top = _gather(norms, axis_name).max()
-  upper = norms * top / tau                                    # >= every logit of the row
-  own = norms * norms / tau                                    # the row's own logit
-
-  def shifted(lg):
-    e = jnp.exp(lg - upper[:, None])
-    return e / jnp.sum(e, axis=1, keepdims=True)
-
-  return jax.lax.cond(jnp.all(upper - own <= SHIFT_SLACK), shifted,
-                      lambda lg: jax.nn.softmax(lg, axis=1), logits)
+  upper = norms * _gather(norms, axis_name).max() / tau        # >= every logit of the row
+  e = jnp.exp(logits - upper[:, None])
+  return e / jnp.sum(e, axis=1, keepdims=True)
 
 
 def walk_rows(x: jax.Array, tau: float, levels: int, axis_name: str | None = None):

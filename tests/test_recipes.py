@@ -183,25 +183,27 @@ def test_structure_matches_float64_numpy(levels, tau):
   np.testing.assert_allclose(reg, want, rtol=2e-4)
 
 
-@pytest.mark.parametrize("tau,shifted", [(0.07, True), (0.05, True), (1e-3, False)])
-def test_walk_softmax_without_its_max_pass_equals_the_softmax(tau, shifted):
-  """_row_softmax shifts each row by a norm bound instead of its max; where the bound
-  sits too far above the row's own logit (tiny τ, unequal norms) it takes the exact max:
-  either way the float64 softmax, and never an underflowed 0 / 0."""
+@pytest.mark.parametrize("tau", [0.07, 0.05, 1 / 60, 1e-3])
+def test_walk_softmax_without_its_max_pass_equals_the_softmax(tau):
+  """_row_softmax shifts each row by a norm bound instead of its max where τ >= 1/60
+  (there the bound sits at most 1/τ above the row's max, for any unit, centred rows:
+  here of very unequal norms); below it, the exact softmax. Either way the float64
+  softmax, never an underflowed 0 / 0."""
   rng = np.random.default_rng(4)
   x = rng.normal(size=(32, 6)) * rng.uniform(0.2, 3.0, size=(32, 1))
+  x[:4] = x[4] + 1e-3 * rng.normal(size=(4, 6))   # near-duplicates: rows far from the mean
   u = x / np.linalg.norm(x, axis=1, keepdims=True)
   u = u - u.mean(0)
   norms = np.linalg.norm(u, axis=1)
-  gap = norms * norms.max() / tau - norms ** 2 / tau
-  assert (gap.max() <= losses_structure.SHIFT_SLACK) == shifted   # the branch taken
+  logits = u @ u.T / tau
+  gap = (norms * norms.max() / tau - logits.max(1)).max()   # bound above the row max
+  assert gap <= 1 / tau + 1e-9                               # the docstring's bound
   xc = losses_structure._unit_centred(jnp.float32(x), None)
   got = losses_structure._row_softmax(xc @ xc.T / tau, xc, tau, None)
   assert np.isfinite(np.asarray(got)).all()
-  np.testing.assert_allclose(got, softmax(u @ u.T / tau, axis=1), rtol=2e-3, atol=1e-6)
-  if not shifted:   # here the bound alone would have underflowed whole fp32 rows (0 / 0)
-    top = ((u @ u.T / tau).max(1) - norms * norms.max() / tau).astype(np.float32)
-    assert (np.exp(top) == 0).any()
+  np.testing.assert_allclose(got, softmax(logits, axis=1), rtol=2e-3, atol=1e-6)
+  if tau < 1 / losses_structure.SHIFT_SLACK:   # the bound alone would have underflowed
+    assert np.exp(np.float32(-gap)) == 0 and gap > 104
 
 
 def dataclasses_replace(p, **kw):
