@@ -46,9 +46,13 @@ def np_masked_siglip(a, b, s, bias, groups):
   return -np.sum(np.where(same, 0.0, log_expit(labels * logits))) / len(a)
 
 
-def np_walks(x, tau, levels):
+def np_unit_centred(x):
   u = x / np.linalg.norm(x, axis=1, keepdims=True)
-  u = u - u.mean(0)
+  return u - u.mean(0)
+
+
+def np_walks(x, tau, levels):
+  u = np_unit_centred(x)
   p = softmax(u @ u.T / tau, axis=1)
   return [np.linalg.matrix_power(p, l) for l in range(1, levels + 1)]
 
@@ -192,8 +196,7 @@ def test_walk_softmax_without_its_max_pass_equals_the_softmax(tau):
   rng = np.random.default_rng(4)
   x = rng.normal(size=(32, 6)) * rng.uniform(0.2, 3.0, size=(32, 1))
   x[:4] = x[4] + 1e-3 * rng.normal(size=(4, 6))   # near-duplicates: rows far from the mean
-  u = x / np.linalg.norm(x, axis=1, keepdims=True)
-  u = u - u.mean(0)
+  u = np_unit_centred(x)
   norms = np.linalg.norm(u, axis=1)
   logits = u @ u.T / tau
   gap = (norms * norms.max() / tau - logits.max(1)).max()   # bound above the row max
